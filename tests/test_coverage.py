@@ -1,0 +1,48 @@
+"Coverage: every prunable group of each architecture can lose 30% of its channels, and removal equals masking."
+import pytest, torch, torch.nn as nn, torchvision
+from prunebook.core import count_macs, count_params
+from prunebook.graph import channel_groups
+from prunebook.surgery import remove_channels, mask_channels, random_drop
+from prunebook.models import cifar_resnet, vgg_cifar, lenet5, lenet300_100
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    "Non-trivial BatchNorm statistics, so that a wrongly kept or dropped channel shows in the outputs."
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.4 + 0.3)
+                    m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+TORCHVISION = ['resnet18', 'resnet50', 'wide_resnet50_2', 'resnext50_32x4d', 'mobilenet_v2', 'mobilenet_v3_small',
+               'efficientnet_b0', 'densenet121', 'vgg11_bn', 'googlenet', 'regnet_x_400mf', 'shufflenet_v2_x0_5',
+               'squeezenet1_1', 'convnext_tiny']
+OURS = {'cifar_resnet20': (lambda: cifar_resnet(20), (3, 32, 32)), 'cifar_resnet56': (lambda: cifar_resnet(56), (3, 32, 32)),
+        'vgg16_bn_cifar': (lambda: vgg_cifar(16), (3, 32, 32)), 'lenet5': (lenet5, (1, 28, 28)),
+        'lenet300_100': (lenet300_100, (1, 28, 28))}
+
+def build(name):
+    if name in OURS: f, shape = OURS[name]; return f(), shape
+    kw = dict(aux_logits=False, init_weights=True) if name == 'googlenet' else {}
+    return torchvision.models.get_model(name, **kw), (3, 64, 64)
+
+@pytest.mark.parametrize('name', list(OURS) + TORCHVISION)
+def test_prune_30_percent(name):
+    torch.manual_seed(0)
+    model, shape = build(name)
+    model = randomize_bn(model)
+    x = torch.randn(2, *shape)
+    groups = channel_groups(model, x)
+    prunable = [g for g in groups if g.prunable]
+    assert prunable, f'{name}: no prunable group'
+    drop = random_drop(groups, 0.3, seed=1)
+    assert all(len(drop.get(g, [])) >= int(0.3 * len(g)) * 0.5 for g in prunable if len(g) >= 8), 'a group lost too little'
+    pruned, masked = remove_channels(model, groups, drop), mask_channels(model, groups, drop)
+    with torch.no_grad(): a, b = pruned(x), masked(x)
+    assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    assert count_params(pruned) < count_params(model)
+    assert count_macs(pruned, x[:1]) < count_macs(model, x[:1])
