@@ -15,7 +15,7 @@ is reported); the 10,000 test images are only used for the reported accuracies.
 Run: python bench/tpp.py [--ratios 0.9 0.7 0.5] [--ramp 240] [--stabilize 60] [--ft-epochs 4]
 Resumable: every finished piece is kept in PRUNEBOOK_CACHE/tpp-bench/<budget>/ and skipped when the script is run
 again with the same budget (--fresh starts over). bench/results/tpp.{json,md} are rewritten after every piece."""
-import argparse, copy, json, sys, time
+import argparse, copy, json, math, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,12 +80,12 @@ def measure(model, extra: dict) -> dict:
     out['eval_seconds'] = time.perf_counter() - t0
     return out
 
-def run_finetune(model, lr: float) -> tuple:
-    "The shared fine-tuning: same data order and augmentation for every model (seeded)."
+def run_finetune(model, lr: float, epochs: int | None = None) -> tuple:
+    "The shared fine-tuning (`epochs`, default --ft-epochs): same data order and augmentation for every model (seeded)."
     model = copy.deepcopy(model)
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
-        finetune(model, train_loader(), args.ft_epochs, lr=lr, schedule='step', milestones=(0.5, 0.75), momentum=0.9,
+        finetune(model, train_loader(), epochs or args.ft_epochs, lr=lr, schedule='step', milestones=(0.5, 0.75), momentum=0.9,
                  weight_decay=5e-4, val_loader=held_loader, progress=False)
     return model, model.history.val_acc, model.history.seconds
 
@@ -101,11 +101,15 @@ def piece(name: str, fn):
         report()
     return state[name]
 
+LONG = 'L1 + longer fine-tune (TPP\'s total iterations)'
+LONG_EPOCHS = args.ft_epochs + math.ceil((args.ramp + args.stabilize) * args.batch_size / len(train_set))
+
 def rows() -> list:
     out = []
     for r in args.ratios:
         for name, method, lr in ([(f'l1-{r}', 'L1 (no fine-tune)', None), (f'tpp-{r}', 'TPP (before fine-tune)', None)] +
-                                 [(f'{m}-{r}-{lr:g}', meth, lr) for lr in args.lrs for m, meth in (('l1ft', 'L1 + fine-tune'), ('tppft', 'TPP'))]):
+                                 [(f'{m}-{r}-{lr:g}', meth, lr) for lr in args.lrs for m, meth in (('l1ft', 'L1 + fine-tune'), ('tppft', 'TPP'),
+                                                                                    ('l1ftlong', LONG))]):
             if name in state: out.append(dict(state[name], ratio=r, method=method, lr=lr))
     return out
 
@@ -141,6 +145,9 @@ def report():
         line('**TPP**', lambda r: cell(get(r, 'TPP', lr)))
         line('TPP − L1', lambda r: f"{100 * (get(r, 'TPP', lr)['test_acc'] - get(r, 'L1 + fine-tune', lr)['test_acc']):+.2f}"
              if get(r, 'TPP', lr) and get(r, 'L1 + fine-tune', lr) else '–')
+        line(f'L1 + {LONG_EPOCHS}-epoch fine-tune (as many iterations as TPP\'s two phases)', lambda r: cell(get(r, LONG, lr)))
+        line('TPP − that', lambda r: f"{100 * (get(r, 'TPP', lr)['test_acc'] - get(r, LONG, lr)['test_acc']):+.2f}"
+             if get(r, 'TPP', lr) and get(r, LONG, lr) else '–')
         line('paper: L1 / TPP / TPP − L1', lambda r: f"{PAPER[r]['L1'][lr]:.2f} / {PAPER[r]['TPP'][lr]:.2f} / {PAPER[r]['TPP'][lr] - PAPER[r]['L1'][lr]:+.2f}"
              if r in PAPER and lr in PAPER[r]['L1'] else '–')
     verdict = {}
@@ -162,6 +169,13 @@ def report():
     for m, lr in [('L1 (no fine-tune)', None), ('TPP (before fine-tune)', None)] + [(m, lr) for lr in args.lrs for m in ('L1 + fine-tune', 'TPP')]:
         line(m + (f', lr {lr:g}' if lr else ''), lambda r: f"{get(r, m, lr)['jsv']:.3f}" if get(r, m, lr) else '–')
     md += ['', '## Goals (issue 8)', '']
+    for r in done:
+        if all(get(r, LONG, lr) for lr in args.lrs):
+            gl = {lr: 100 * (get(r, 'TPP', lr)['test_acc'] - get(r, LONG, lr)['test_acc']) for lr in args.lrs}
+            verdict[str(r)]['tpp_minus_l1_equal_iterations'] = {f'{lr:g}': g for lr, g in gl.items()}
+            md.append(f'- ratio {r}, against L1 fine-tuned for as many iterations as TPP\'s regularization plus fine-tuning '
+                      f'({LONG_EPOCHS} epochs): TPP − L1 = ' + ', '.join(f'{g:+.2f} at lr {lr:g}' for lr, g in gl.items()) +
+                      f" → at least +1.5 at both: **{'met' if all(g >= 1.5 for g in gl.values()) else 'not met'}**.")
     for r, v in verdict.items():
         g = v['tpp_minus_l1']
         md.append(f"- ratio {r}: TPP − (L1 + fine-tune) = " + ', '.join(f'{d:+.2f} at lr {lr}' for lr, d in g.items()) +
@@ -184,6 +198,10 @@ for r in args.ratios:
             m, curve, secs = run_finetune(l1, lr)
             return measure(m, {'val_curve': curve, 'train_seconds': secs})
         piece(f'l1ft-{r}-{lr:g}', l1ft)
+        def l1ftlong(lr=lr):
+            m, curve, secs = run_finetune(l1, lr, LONG_EPOCHS)
+            return measure(m, {'val_curve': curve, 'train_seconds': secs, 'epochs': LONG_EPOCHS})
+        piece(f'l1ftlong-{r}-{lr:g}', l1ftlong)
     tpp_file = work / f'tpp-{r}.pt'
     def tpp_reg():
         t0 = time.perf_counter()

@@ -183,7 +183,7 @@ def prune_command(method: str, # one of `CLI_METHODS`
     print(format_table(rows))
     return rows
 
-# %% ../nbs/99_cli.ipynb #9a59af15
+# %% ../nbs/99_cli.ipynb #aa0517cd
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='prunebook', description='Structured pruning of CNNs, derived and measured.')
     sub = p.add_subparsers(dest='command', required=True, metavar='{demo,prune,bench}')
@@ -205,8 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument('--download', action='store_true', help='let torchvision download CIFAR-10 / MNIST when missing')
     q.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     b = sub.add_parser('bench', help='every method side by side at matched MACs (the comparison notebook)')
-    b.add_argument('--quick', action='store_true', help='ResNet-20 and LeNet-5 at 50%% MACs on 2,000 test images (~10 min on 2 cores)')
-    b.add_argument('--tasks', nargs='+', default=None, choices=['resnet20', 'resnet56', 'lenet5'])
+    b.add_argument('--quick', action='store_true', help='50%% MACs only, on 2,000 test images (~5 min on 2 cores; default: 70/50/30%%, all test images, ~30 min)')
+    b.add_argument('--tasks', nargs='+', default=None, choices=['resnet20', 'resnet56', 'lenet5'], help='default: resnet20 lenet5')
     b.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     b.add_argument('--targets', type=float, nargs='+', default=None, help='fractions of MACs kept')
     b.add_argument('--finetune-epochs', type=int, default=1)
