@@ -27,6 +27,7 @@ from prunebook.models import lenet300_100, adapted_cifar_resnet
 from prunebook.pqi import (sap_prune, one_shot_prune, preload, TensorLoader, three_phases, SAPResult, pq_index)
 
 TOL = 0.005   # accuracy tolerance of the comparison: 0.5 point
+PHASE_TOL = 0.1   # a phase of the fall-rise-fall must change PQI by 10% of its total fall to count
 
 def summary(r: SAPResult) -> dict:
     "Final point, and the operating point chosen on validation: the sparsest round within TOL of round 0's val accuracy."
@@ -38,7 +39,8 @@ def summary(r: SAPResult) -> dict:
         out.update(best_round=b['round'], best_density=b['density'], best_val=b['val_acc'], best_test=b['test_acc'])
         for pair in r.history[0]['pqi']:
             for scope in ('global', 'layer_mean', 'neuron_mean'):
-                ph = three_phases(r.column(None, pair, scope))
+                col = r.column(None, pair, scope)
+                ph = three_phases(col, tol=PHASE_TOL * (col[0] - min(col)))   # each change above 10% of the total fall: not noise
                 out.setdefault('phases', {})[f'{pair} {scope}'] = {k: ph[k] for k in ('found', 'i', 'j', 'k', 'fall', 'rise', 'fall2')}
     return out
 
@@ -121,7 +123,8 @@ def markdown(data: dict) -> str:
             for key, v in run['summary'].get('phases', {}).items():
                 if key.endswith('global') and v['i'] is not None:
                     md.append(f"- PQI {key}: fall-rise-fall {'**found**' if v['found'] else 'not found'} (fall {v['fall']:.4f} to round {v['i']}, "
-                              f"rise {v['rise']:.4f} to round {v['j']}, fall {v['fall2']:.4f} to round {v['k']})")
+                              f"rise {v['rise']:.4f} to round {v['j']}, fall {v['fall2']:.4f} to round {v['k']}; each must exceed "
+                              f"{PHASE_TOL:.0%} of the total fall to count)")
         if 'latency' in d:
             md += ['', '### Structured variant: CPU latency (ratios pruned/base measured side by side)', '',
                    '| batch | base ms | pruned ms | latency ratio | MACs ratio | params ratio |', '|---|---|---|---|---|---|']
@@ -217,11 +220,19 @@ if __name__ == '__main__':
     ap.add_argument('--structured-rounds', type=int, default=6, help='rounds of the structured variant on CIFAR (0: skip)')
     ap.add_argument('--device', default=None)
     ap.add_argument('--tag', default='main', help='checkpoint folder name (runs with other settings need another tag)')
+    ap.add_argument('--resummarize', action='store_true', help='recompute summaries and goals of the stored results, then stop')
+    ap.add_argument('--trial', action='store_true', help='write bench/results/pqi-<tag>.* instead of the results (pqi.*)')
     args = ap.parse_args()
     args.ck = cache_dir() / 'bench-pqi' / args.tag
-    if args.tag != 'main': NAME = f'pqi-{args.tag}'          # trial runs do not overwrite the results
+    if args.trial: NAME = f'pqi-{args.tag}'          # trial runs do not overwrite the results
     for sub in ('mnist', 'cifar'): (args.ck / sub).mkdir(parents=True, exist_ok=True)
     old = RESULTS / 'pqi.json'
-    data = {k: v for k, v in json.loads(old.read_text()).items() if k in ('mnist', 'cifar')} if old.exists() and args.tag == 'main' else {}
+    data = {k: v for k, v in json.loads(old.read_text()).items() if k in ('mnist', 'cifar')} if old.exists() and not args.trial else {}
+    if args.resummarize:     # recompute summaries, phases and goals of the stored runs (no training)
+        for part in data.values():
+            for run in part['runs'].values(): run['summary'] = summary(SAPResult(None, run['history'], config=run['config']))
+            lt_of = lambda sap: 'LT 20% ' + sap.split(') ', 1)[1] if sap.endswith(' scope') else 'LT 20%'
+            part['goals'] = [goal(part['runs'], g['sap'], lt_of(g['sap'])) for g in part.get('goals', [])]
+        save(data); sys.exit(0)
     if args.part in ('mnist', 'all'): part_mnist(args, data)
     if args.part in ('cifar', 'all'): part_cifar(args, data)
