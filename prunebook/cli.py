@@ -21,7 +21,7 @@ from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prun
 __all__ = ['CLI_METHODS', 'MODELS', 'DATASETS', 'measure', 'format_table', 'demo', 'plot_rows', 'CLIError', 'cli_task',
            'prune_command', 'main']
 
-# %% ../nbs/99_cli.ipynb #6b25c50f
+# %% ../nbs/99_cli.ipynb #9c220c07
 def measure(name: str, # the row's label
             model: nn.Module, # the network measured
             test_loader, # yields `(inputs, labels)`: accuracy
@@ -34,10 +34,10 @@ def measure(name: str, # the row's label
 
 def format_table(rows: Sequence[dict], base: dict | None = None) -> str:
     "A plain-text table of `rows` (see `measure`); ratios are relative to `base` (default: the first row)."
-    base = base or rows[0]
-    lines = [f"{'model':34} {'accuracy':>9} {'params':>10} {'MACs':>12} {'latency':>10}  {'MACs x':>7} {'speedup':>8}"]
+    base, w = base or rows[0], max(len(r['model']) for r in rows)
+    lines = [f"{'model':{w}} {'accuracy':>9} {'params':>10} {'MACs':>12} {'latency':>10}  {'MACs x':>7} {'speedup':>8}"]
     for r in rows:
-        lines.append(f"{r['model']:34} {r['accuracy']:9.2%} {r['params']:10,} {r['macs']:12,} {r['latency_ms']:8.2f}ms "
+        lines.append(f"{r['model']:{w}} {r['accuracy']:9.2%} {r['params']:10,} {r['macs']:12,} {r['latency_ms']:8.2f}ms "
                      f"{r['macs'] / base['macs']:7.2f} {base['latency_ms'] / r['latency_ms']:7.2f}x")
     return '\n'.join(lines)
 
