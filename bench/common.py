@@ -2,6 +2,7 @@
 from __future__ import annotations
 import copy, json, time, datetime
 from pathlib import Path
+import torch
 from prunebook.core import machine_info
 
 RESULTS = Path(__file__).parent / 'results'
@@ -15,6 +16,16 @@ def write_results(method: str, data: dict, markdown: str):
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
               + (f", GPU {m['gpu']}" if m['gpu'] else ', no GPU') + f"; {data['date']}.\n\n")
     (RESULTS / f'{method}.md').write_text(markdown.rstrip() + '\n\n' + header)
+
+def latency_pair(a, b, x, reps: int) -> tuple[float, float]:
+    "Median seconds of `a` and `b` (set to eval mode) on `x`, timed alternately so that machine noise hits both alike."
+    ta, tb = [], []
+    with torch.inference_mode():
+        for m in (a, b): m.eval(); m(x); m(x)
+        for _ in range(reps):
+            for m, t in ((a, ta), (b, tb)):
+                t0 = time.perf_counter(); m(x); t.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 class Timer:
     "`with Timer() as t: ...; t.seconds`"

@@ -16,7 +16,7 @@ import sys, json, time, statistics, warnings, math
 from pathlib import Path
 import torch, torch.nn as nn
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, Timer, tp_prune, residual_safe_ignored
+from common import write_results, Timer, tp_prune, residual_safe_ignored, latency_pair
 from prunebook.core import count_macs, count_params, evaluate
 from prunebook.data import cifar10, holdout_split, cache_dir
 from prunebook.models import adapted_cifar_resnet, cifar_resnet
@@ -50,15 +50,6 @@ def batches(ds, bs=500):
     x, y = torch.stack(xs), torch.tensor(ys)
     return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
 
-def latency_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
-    "Median seconds of `a` and `b` on `x`, timed alternately so that machine noise hits both alike."
-    ta, tb = [], []
-    with torch.inference_mode():
-        for m in (a, b): m.eval(); m(x); m(x)
-        for _ in range(reps):
-            for m, t in ((a, ta), (b, tb)):
-                t0 = time.perf_counter(); m(x); t.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
 
 def speedups(base, pruned):
     a1, b1 = latency_pair(base, pruned, torch.randn(1, 3, 32, 32), 40)

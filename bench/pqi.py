@@ -16,11 +16,11 @@ Run:  flock /tmp/prunebook-cpu.lock python bench/pqi.py --part mnist     (about 
       flock /tmp/prunebook-cpu.lock python bench/pqi.py --part cifar     (about 25 minutes)
 Writes bench/results/pqi.json and pqi.md (parts already in pqi.json are kept)."""
 from __future__ import annotations
-import argparse, json, math, sys, time, statistics
+import argparse, json, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, Timer, RESULTS
+from common import write_results, Timer, RESULTS, latency_pair
 from prunebook.core import count_params, count_macs, evaluate
 from prunebook.data import mnist, cifar10, holdout_split, cache_dir
 from prunebook.models import lenet300_100, adapted_cifar_resnet
@@ -132,15 +132,6 @@ def markdown(data: dict) -> str:
                 md.append(f"| {row['batch']} | {row['base_ms']:.2f} | {row['pruned_ms']:.2f} | {row['ratio']:.3f} | {row['macs_ratio']:.3f} | {row['params_ratio']:.3f} |")
     return '\n'.join(md)
 
-def latency_pair(a, b, x, reps: int) -> tuple[float, float]:
-    "Median seconds of `a` and `b` on `x`, timed alternately."
-    ta, tb = [], []
-    with torch.inference_mode():
-        for m in (a, b): m.eval(); m(x); m(x)
-        for _ in range(reps):
-            for m, t in ((a, ta), (b, tb)):
-                t0 = time.perf_counter(); m(x); t.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
 
 def part_mnist(args, data: dict):
     ds = mnist('train')

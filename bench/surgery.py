@@ -7,12 +7,12 @@
 3. Coverage: the 14 architectures of issue 3, 30% of every group, for both tools (does the pruned model run and
    shrink; for prunebook also: does removal equal masking).
 Run: python bench/surgery.py  (about 15 minutes on 2 cores). Writes bench/results/surgery.{json,md}."""
-import sys, copy, statistics, time, warnings
+import sys, copy, warnings
 from pathlib import Path
 import torch, torch.nn as nn, torchvision
 import torch_pruning as tp
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, Timer
+from common import write_results, Timer, latency_pair
 from prunebook.core import count_macs, count_params
 from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels, mask_channels, choose_channels, l1_scores, random_drop
@@ -20,15 +20,6 @@ from prunebook.surgery import remove_channels, mask_channels, choose_channels, l
 warnings.filterwarnings('ignore')
 torch.manual_seed(0)
 
-def latency_pair(a: nn.Module, b: nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
-    "Median seconds of `a` and `b` on `x`, timed alternately so that machine noise hits both alike."
-    ta, tb = [], []
-    with torch.inference_mode():
-        for m in (a, b): m(x); m(x)
-        for _ in range(reps):
-            for m, t in ((a, ta), (b, tb)):
-                t0 = time.perf_counter(); m(x); t.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
 
 def drop_for(groups, amount: float, round_to: int = 1) -> dict:
     return {g: d for g in groups if g.prunable and (d := choose_channels(g, l1_scores(g), amount, round_to))}

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # %% auto #0
 __all__ = ['default_device', 'to_device', 'as_inputs', 'model_device', 'measuring', 'count_params', 'count_macs',
-           'measure_latency', 'evaluate', 'Hooks', 'Moments', 'ClassStats', 'machine_info']
+           'measure_latency', 'evaluate', 'Hooks', 'EvalHooks', 'Moments', 'ClassStats', 'machine_info']
 
 # %% ../nbs/00_core.ipynb #5c0ce6af
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -114,6 +114,25 @@ class Hooks:
         for h in self.handles: h.remove()
         self.handles = []
 
+# %% ../nbs/00_core.ipynb #32b6e52d
+class EvalHooks(Hooks):
+    "`Hooks` that also put `model` in eval mode on `device` inside `with`, and restore its mode and device on exit."
+    def __init__(self, model: nn.Module, # the network (moved and set to eval mode only while inside `with`)
+                 names: Sequence[str], # qualified names of the modules to hook
+                 fn: Callable, # called as `fn(name, module, inputs, output)`
+                 device: str | torch.device | None = None): # where the model runs inside `with` (see `default_device`)
+        super().__init__(model, names, fn)
+        self.device = default_device(device)
+
+    def __enter__(self):
+        self._was_training, self._home = self.model.training, model_device(self.model)
+        self.model.eval().to(self.device)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self.model.train(self._was_training).to(self._home)
+
 # %% ../nbs/00_core.ipynb #eb8d8b15
 class Moments:
     "Per-class running count, sum and sum of squares (shapes `(K,)`, `(K, C[, P])`) of one layer's activations."
@@ -143,8 +162,8 @@ class Moments:
     def __repr__(self):
         return f'Moments(classes={len(self.count)}, shape={tuple(self.sum.shape[1:])}, samples={int(self.count.sum())})'
 
-# %% ../nbs/00_core.ipynb #3141525d
-class ClassStats(Hooks):
+# %% ../nbs/00_core.ipynb #4965761d
+class ClassStats(EvalHooks):
     "Stream per-class `Moments` of the outputs (or inputs) of the named modules: `with ClassStats(...) as s: s(x, y)`."
     def __init__(self, model: nn.Module, # the network to observe (hooked, moved to `device` and set to eval mode while inside `with`)
                  names: Sequence[str], # qualified names of the modules whose activations are summarised
@@ -153,9 +172,9 @@ class ClassStats(Hooks):
                  what: str = 'output', # summarise each module's 'output' or its 'input'
                  device: str | torch.device | None = None): # where to run (see `default_device`)
         if what not in ('output', 'input'): raise ValueError(f"ClassStats: what={what!r}, expected 'output' or 'input'")
-        super().__init__(model, names, self._accumulate)
+        super().__init__(model, names, self._accumulate, device)
         self.n_classes, self.per_position, self.what = n_classes, per_position, what
-        self.device, self.stats, self._onehot = default_device(device), {}, None
+        self.stats, self._onehot = {}, None
 
     def _accumulate(self, name, module, inputs, output):
         a = (inputs[0] if self.what == 'input' else output).detach()
@@ -178,15 +197,6 @@ class ClassStats(Hooks):
         with torch.no_grad(): return self.model(x.to(self.device))
 
     def __getitem__(self, name: str) -> Moments: return self.stats[name]
-
-    def __enter__(self):
-        self._was_training, self._home = self.model.training, model_device(self.model)
-        self.model.eval().to(self.device)
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        self.model.train(self._was_training).to(self._home)
 
 # %% ../nbs/00_core.ipynb #c0a3dede
 def machine_info() -> dict:
