@@ -1,9 +1,8 @@
 "Shared helpers for the benchmark scripts: arguments, results files, timing, Torch-Pruning baselines."
 from __future__ import annotations
-import argparse, json, statistics, tempfile, time, datetime
+import argparse, json, tempfile, time, datetime
 from pathlib import Path
-import torch
-from prunebook.core import machine_info
+from prunebook.core import machine_info, latency_pair, latency_ratio  # noqa: F401  (the one interleaved measurement, re-exported)
 
 RESULTS = Path(__file__).parent / 'results'
 
@@ -37,16 +36,6 @@ def write_results(method: str, # the benchmark's name: writes `<method>.json` an
     header = (f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads)"
               + (f", GPU {m['gpu']}" if m['gpu'] else ', no GPU') + f"; {data['date']}.\n\n")
     (out / f'{method}.md').write_text(markdown.rstrip() + '\n\n' + header)
-
-def latency_pair(a, b, x, reps: int) -> tuple[float, float]:
-    "Median seconds of `a` and `b` (set to eval mode) on `x`, timed alternately so that machine noise hits both alike."
-    ta, tb = [], []
-    with torch.inference_mode():
-        for m in (a, b): m.eval(); m(x); m(x)
-        for _ in range(reps):
-            for m, t in ((a, ta), (b, tb)):
-                t0 = time.perf_counter(); m(x); t.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
 
 class Timer:
     "`with Timer() as t: ...; t.seconds`"

@@ -1,11 +1,11 @@
 """Benchmark of DFPC (prunebook.dfpc): data-free pruning of coupled channels, no fine-tuning.
 
-1. ResNet-56 (`adapted_cifar_resnet(56)`) on CIFAR-10 (JPEG-75): test accuracy, MACs and measured CPU speedup (batch 1
+1. ResNet-56 (`load_cifar_resnet(56)`, the published checkpoint) on CIFAR-10: test accuracy, MACs and measured CPU speedup (batch 1
    and 64, pruned and unpruned timed alternately) at equal MACs for DFPC, DFPC without coupled channels, grouped L1,
    random, and Torch-Pruning 1.6.1's group-magnitude pruner (only the blocks' first convolutions: Torch-Pruning
    mis-prunes the option-A shortcuts, see bench/common.residual_safe_ignored).
-2. The operating point at a 5-point accuracy drop for each method, chosen on the held-out split (2,000 images of
-   data_batch_1 never trained on) by bisection over 1%-of-channels steps (Torch-Pruning: over its ratio), then
+2. The operating point at a 5-point accuracy drop for each method, chosen on the validation split (5,000 training
+   images the checkpoint was trained on, CIFAR-10 having no other labelled images) by bisection over 1%-of-channels steps (Torch-Pruning: over its ratio), then
    reported on the test split.
 3. Saliency time of torchvision ResNet-101 (CIFAR stem, random weights, 32x32) against the unrolled-matrix
    reference (sparse, timed on a sample of channels of one group per layer shape and extrapolated), and the
@@ -16,25 +16,36 @@ import sys, json, time, statistics, warnings, math
 from pathlib import Path
 import torch, torch.nn as nn
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, Timer, tp_prune, residual_safe_ignored, latency_pair
+from common import bench_args, results_dir, write_results, Timer, tp_prune, residual_safe_ignored, latency_pair
 from prunebook.core import count_macs, count_params, evaluate
-from prunebook.data import cifar10, holdout_split, cache_dir
-from prunebook.models import adapted_cifar_resnet, cifar_resnet
+from prunebook.data import cifar10, cache_dir, synthetic
+from prunebook.models import load_cifar_resnet, cifar_resnet
 from prunebook.surgery import match_amount
 from prunebook.graph import channel_groups, _first_input
 from prunebook.dfpc import (dfpc_saliency, dfpc_prune, channel_scores, unrolled_saliency, dataflow_pairs,
                             lexicographic_pairs, is_coupled, cifar_stem_resnet, cifar_mobilenet_v2, removal_order)
 
+p = bench_args(__doc__)
+p.add_argument('--fresh', action='store_true', help='ignore the partial results of an earlier run')
+args = p.parse_args()
+SMOKE = args.smoke          # ResNet-8 (random weights) on 40 synthetic images, small models timed: the same code path in seconds
+OUT = results_dir(args)
 warnings.filterwarnings('ignore')
 torch.manual_seed(0)
-LEVELS = [0.95, 0.9, 0.85, 0.8, 0.7, 0.6]     # fraction of the MACs kept
+LEVELS = [0.8] if SMOKE else [0.95, 0.9, 0.85, 0.8, 0.7, 0.6]     # fraction of the MACs kept
+REPS = (2, 1) if SMOKE else (40, 6)                               # latency runs at batch 1 and 64
+BIG_BATCH = 4 if SMOKE else 64                                    # the 'b64' batch (smoke: 4, a check, not a result)
+MATCH_TOL = 0.05 if SMOKE else 0.005                              # Torch-Pruning's MACs matched to this fraction
+STEP = 33 if SMOKE else 1                                         # % of the channels per step of the operating-point search
 METHODS = {'DFPC': ('dfpc', True), 'DFPC, no coupled channels': ('dfpc', False), 'grouped L1': ('l1', True),
            'random': ('random', True)}
 TP = 'Torch-Pruning group magnitude (first convs only)'
-SMOKE = '--smoke' in sys.argv                     # a tiny run that checks the script end to end (nothing written)
-if SMOKE: LEVELS = [0.8]
-PARTIAL = cache_dir() / 'bench' / ('dfpc_smoke.json' if SMOKE else 'dfpc_partial.json')
-state = {} if '--fresh' in sys.argv or not PARTIAL.exists() else json.loads(PARTIAL.read_text())
+# part 3: the models timed, the one the reference and the string rule are measured on, and the input size
+TIMED = ({'ResNet-8': lambda: cifar_resnet(8), 'MobileNet-V2 (x0.25)': lambda: cifar_mobilenet_v2(width_mult=0.25)} if SMOKE else
+         {'ResNet-50': lambda: cifar_stem_resnet(50), 'ResNet-101': lambda: cifar_stem_resnet(101), 'MobileNet-V2': cifar_mobilenet_v2})
+BIG, SIZE = ('ResNet-8', 8) if SMOKE else ('ResNet-101', 32)
+PARTIAL = OUT / 'dfpc_partial.json' if SMOKE else cache_dir() / 'bench' / 'dfpc_partial.json'
+state = {} if args.fresh or not PARTIAL.exists() else json.loads(PARTIAL.read_text())
 
 def remember(key: str, fn):
     "The value stored under `key`, computing (and saving) it if absent: the run can resume after an interruption."
@@ -46,21 +57,24 @@ def remember(key: str, fn):
     return state[key]
 
 def batches(ds, bs=500):
-    xs, ys = zip(*[ds[i] for i in range(200 if SMOKE else len(ds))])
+    xs, ys = zip(*[ds[i] for i in range(len(ds))])
     x, y = torch.stack(xs), torch.tensor(ys)
     return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
 
+def splits():
+    "(test, held-out) batches: CIFAR-10 test and val, or 20 synthetic images each for the smoke run."
+    if SMOKE: return batches(synthetic('test', 2)), batches(synthetic('train', 2))
+    return batches(cifar10('test')), batches(cifar10('val'))
 
 def speedups(base, pruned):
-    a1, b1 = latency_pair(base, pruned, torch.randn(1, 3, 32, 32), 40)
-    a64, b64 = latency_pair(base, pruned, torch.randn(64, 3, 32, 32), 6)
+    a1, b1 = latency_pair(base, pruned, torch.randn(1, 3, 32, 32), REPS[0])
+    a64, b64 = latency_pair(base, pruned, torch.randn(BIG_BATCH, 3, 32, 32), REPS[1])
     return {'speedup_b1': a1 / b1, 'speedup_b64': a64 / b64, 'base_ms_b1': 1e3 * a1, 'base_ms_b64': 1e3 * a64}
 
 def resnet56_part():
-    base = (cifar_resnet(20) if SMOKE else adapted_cifar_resnet(56, progress=False)).eval()
+    base = (cifar_resnet(8) if SMOKE else load_cifar_resnet(56)).eval()
     x = torch.randn(1, 3, 32, 32)
-    test = batches(cifar10('test', 'jpeg75'))
-    held = batches(holdout_split(cifar10('train', 'jpeg75'))[1])
+    test, held = splits()
     acc0 = remember('base/test', lambda: evaluate(base, test))
     held0 = remember('base/held', lambda: evaluate(base, held))
     macs0, params0 = count_macs(base, x), count_params(base)
@@ -83,7 +97,7 @@ def resnet56_part():
             row(method, level, p, {'removed': p.dfpc_info['removed'], 'removed_coupled': n_cc})
         if f'sweep/{TP}/{level}' in state: rows.append(state[f'sweep/{TP}/{level}']); continue
         ignored = residual_safe_ignored(base)
-        ratio, p = match_amount(lambda r: tp_prune(base, x, r, ignored=ignored), level * macs0, lambda m: count_macs(m, x))
+        ratio, p = match_amount(lambda r: tp_prune(base, x, r, ignored=ignored), level * macs0, lambda m: count_macs(m, x), MATCH_TOL)
         row(TP, level, p, {'tp_ratio': ratio})
     # operating point at a 5-point drop, chosen on the held-out split
     ops = []
@@ -95,21 +109,21 @@ def resnet56_part():
         def build(step):
             if method == TP: return tp_prune(base, x, step / 100, ignored=residual_safe_ignored(base))
             return dfpc_prune(base, x, 1 - step / 100, 'channels', score=scores[score], prune_coupled=coupled)
-        lo, hi = 0, 99                              # largest step (1% of channels each) with held-out drop <= 5 points
+        lo, hi = 0, 99 // STEP * STEP               # largest step (STEP% of channels each) with held-out drop <= 5 points
         while lo < hi:
-            mid = (lo + hi + 1) // 2
+            mid = (lo + hi + STEP) // (2 * STEP) * STEP
             if held0 - held_acc(mid) <= 0.05: lo = mid
-            else: hi = mid - 1
+            else: hi = mid - STEP
         def point():
             p = build(lo)
             return {'method': method, 'step_percent': lo, 'held_acc': held_acc(lo) if lo else held0,
-                    'held_acc_next_step': held_acc(min(lo + 1, 99)), 'test_acc': evaluate(p, test), 'macs': count_macs(p, x) / macs0,
+                    'held_acc_next_step': held_acc(min(lo + STEP, 99 // STEP * STEP)), 'test_acc': evaluate(p, test), 'macs': count_macs(p, x) / macs0,
                     'params': count_params(p) / params0, **speedups(base, p)}
         ops.append(remember(f'op/{method}/point', point))
     return {'base': {'test_acc': acc0, 'held_acc': held0, 'macs': macs0, 'params': params0,
                      'saliency_s': state['resnet56/saliency_s']}, 'sweep': rows, 'operating_points': ops}
 
-def saliency_times(model, x, reps=3):
+def saliency_times(model, x, reps=1 if SMOKE else 3):
     t_groups, t_sal = [], []
     for _ in range(reps):
         with Timer() as a: gs = channel_groups(model, x)
@@ -140,20 +154,23 @@ def reference_estimate(model, x, gs):
         print(samples[-1], flush=True)
     return total, samples
 
-def resnet101_part():
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    "Spearman's rank correlation of two score vectors (no ties among float saliencies)."
+    ra, rb = (t.argsort().argsort().double() for t in (a, b))
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+def timing_part():
     out = {}
-    for name, build in (('ResNet-50', lambda: cifar_stem_resnet(50)), ('ResNet-101', lambda: cifar_stem_resnet(101)),
-                        ('MobileNet-V2', cifar_mobilenet_v2)):
-        model, x = build().eval(), torch.randn(1, 3, 32, 32)
+    for name, build in TIMED.items():
+        model, x = build().eval(), torch.randn(1, 3, SIZE, SIZE)
         out[name] = remember(f'time/{name}', lambda: {**saliency_times(model, x), 'macs': count_macs(model, x),
                                                       'params': count_params(model)})
-    model, x = cifar_stem_resnet(101).eval(), torch.randn(1, 3, 32, 32)
+    model, x = TIMED[BIG]().eval(), torch.randn(1, 3, SIZE, SIZE)
     gs = channel_groups(model, x)
     def ref():
-        if SMOKE: return {'estimate_s': float('nan'), 'samples': []}
         est, samples = reference_estimate(model, x, gs)
         return {'estimate_s': est, 'samples': samples}
-    out['reference'] = remember('time/ResNet-101 reference', ref)
+    out['reference'] = remember(f'time/{BIG} reference', ref)
     def pairs():
         res = []
         for g in gs:
@@ -167,21 +184,19 @@ def resnet101_part():
         g3 = max((g for g in gs if g.prunable), key=lambda g: len(g.producers))
         n = len(g3) // 10
         low_t, low_l = set(s_true[g3].argsort()[:n].tolist()), set(s_lex[g3].argsort()[:n].tolist())
-        import scipy.stats as st
-        return {'groups': res, 'stage3_group': g3.idx, 'stage3_spearman': float(st.spearmanr(s_true[g3], s_lex[g3]).statistic),
+        return {'groups': res, 'stage3_group': g3.idx, 'stage3_spearman': spearman(s_true[g3], s_lex[g3]),
                 'stage3_lowest10pct_overlap': len(low_t & low_l) / n}
-    out['pairs'] = remember('pairs/ResNet-101', pairs)
+    out['pairs'] = remember(f'pairs/{BIG}', pairs)
     return out
 
 def markdown(r56, r101):
     b = r56['base']
     md = ['# DFPC benchmark', '',
-          'Data-free, **no fine-tuning**. Base model: `adapted_cifar_resnet(56)` (akamaster\'s ResNet-56 fine-tuned 3 epochs on '
-          '8,000 images of CIFAR-10 (JPEG-75) data_batch_1): '
-          f"**{b['test_acc']:.2%}** on the CIFAR-10 (JPEG-75) test split (10,000 images), {b['held_acc']:.2%} on the "
-          f"held-out split (2,000 images), {b['macs'] / 1e6:.1f}M MACs, {b['params'] / 1e6:.3f}M parameters. "
+          'Data-free, **no fine-tuning**. Base model: `load_cifar_resnet(56)` (akamaster\'s published ResNet-56): '
+          f"**{b['test_acc']:.2%}** on the CIFAR-10 test split (10,000 images), {b['held_acc']:.2%} on the "
+          f"validation split (5,000 images), {b['macs'] / 1e6:.1f}M MACs, {b['params'] / 1e6:.3f}M parameters. "
           f"DFPC saliency of ResNet-56: {b['saliency_s']:.2f} s.", '',
-          '## Accuracy and measured CPU speedup at equal MACs (CIFAR-10 (JPEG-75) test)', '',
+          '## Accuracy and measured CPU speedup at equal MACs (CIFAR-10 test)', '',
           'Speedup = unpruned / pruned median latency, timed alternately in the same run (batch 1: 40 runs; batch 64: 6 runs). '
           'Torch-Pruning 1.6.1 mis-prunes the option-A shortcuts of these ResNets (its pruned model crashes), so it '
           'only prunes the blocks\' first convolutions (internal channels), at a uniform ratio matched to the MACs.', '',
@@ -192,27 +207,27 @@ def markdown(r56, r101):
         md.append(f"| {r['level']:.2f} | {r['method']} | {r['macs']:.3f} | {r['params']:.3f} | {r['test_acc']:.2%} | "
                   f"{100 * (b['test_acc'] - r['test_acc']):.2f} | {r['speedup_b1']:.2f}x | {r['speedup_b64']:.2f}x | {rem} |")
     md += ['', '## Operating point at a 5-point drop (chosen on the held-out split, reported on the test split)', '',
-           'Bisection over steps of 1% of the prunable channels (Torch-Pruning: 1% of its ratio) for the largest step whose '
+           f'Bisection over steps of {STEP}% of the prunable channels (Torch-Pruning: {STEP}% of its ratio) for the largest step whose '
            'held-out accuracy is within 5 points of the unpruned model\'s (assumes accuracy falls with the step).', '',
            '| method | step (% channels) | held-out acc | held-out acc, next step | test acc | test drop (points) | MACs kept | MACs reduction | speedup b1 | speedup b64 |',
            '|---|---|---|---|---|---|---|---|---|---|']
     for r in r56['operating_points']:
         md.append(f"| {r['method']} | {r['step_percent']} | {r['held_acc']:.2%} | {r['held_acc_next_step']:.2%} | {r['test_acc']:.2%} | "
                   f"{100 * (b['test_acc'] - r['test_acc']):.2f} | {r['macs']:.3f} | {1 / r['macs']:.2f}x | {r['speedup_b1']:.2f}x | {r['speedup_b64']:.2f}x |")
-    md += ['', '## Saliency time (random weights, 32x32 input, CPU)', '',
+    md += ['', f'## Saliency time (random weights, {SIZE}x{SIZE} input, CPU)', '',
            '| model | MACs | channel_groups (s, median of 3) | dfpc_saliency (s, median) | total (s, median) | total, first call (s) |',
            '|---|---|---|---|---|---|']
-    for name in ('ResNet-50', 'ResNet-101', 'MobileNet-V2'):
+    for name in TIMED:
         t = r101[name]
         md.append(f"| {name} | {t['macs'] / 1e9:.2f}G | {t['median_groups_s']:.2f} | {t['median_saliency_s']:.2f} | "
                   f"{t['median_total_s']:.2f} | {t['first_groups_s'] + t['first_saliency_s']:.2f} |")
     ref = r101['reference']
-    md += ['', f"Unrolled-matrix reference (scipy.sparse, the official code's computation) for ResNet-101: estimated "
+    md += ['', f"Unrolled-matrix reference (scipy.sparse, the official code's computation) for {BIG}: estimated "
            f"**{ref['estimate_s'] / 3600:.1f} hours** ({ref['estimate_s']:.0f} s), extrapolated from one channel of one "
            f"group of each of {len(ref['samples'])} classes of identically shaped groups (matrix building and the products for one channel timed separately), "
-           f"against {r101['ResNet-101']['median_total_s']:.1f} s for dfpc_saliency with tracing. Both agree to float precision "
+           f"against {r101[BIG]['median_total_s']:.1f} s for dfpc_saliency with tracing. Both agree to float precision "
            'wherever the reference was run (tests/test_dfpc.py).', '',
-           '## Official string rule for "downstream" on ResNet-101', '',
+           f'## Official string rule for "downstream" on {BIG}', '',
            '| group | producers | consumers | channels | all pairs | data-flow pairs | spurious (string rule) | missed (string rule) |',
            '|---|---|---|---|---|---|---|---|']
     for g in r101['pairs']['groups']:
@@ -226,10 +241,9 @@ def markdown(r56, r101):
 if __name__ == '__main__':
     t0 = time.time()
     r56 = resnet56_part()
-    r101 = resnet101_part()
-    if SMOKE: print(markdown(r56, r101)); sys.exit()
-    write_results('dfpc', {'resnet56': r56, 'timing': r101, 'levels': LEVELS,
-                           'note': 'CIFAR-10 (JPEG-75); data-free, no fine-tuning; accuracy reported for ResNet-56 only '
+    r101 = timing_part()
+    write_results('dfpc', {'resnet56': r56, 'timing': r101, 'levels': LEVELS, 'smoke': SMOKE,
+                           'note': 'CIFAR-10; data-free, no fine-tuning; accuracy reported for ResNet-56 only '
                                    '(no GPU: ResNet-50/101 and MobileNet-V2 are untrained, used for timing and exactness)'},
-                  markdown(r56, r101))
-    print(f'done in {time.time() - t0:.0f} s')
+                  markdown(r56, r101), out=OUT)
+    print(f'done in {time.time() - t0:.0f} s; results in {OUT}')

@@ -9,17 +9,18 @@
    |S| held-out images. Baseline: uniform L1 filter pruning ("FT", Li et al. 2017) on the same targets with the same
    retraining. Reported: the sparsest network whose held-out error is within 0.5 points of the original's
    (selected on the held-out images), with its test error; and, as the paper selects, on the test error.
-2. CIFAR-10 (JPEG-75), ResNet-20 and ResNet-56 (`adapted_cifar_resnet`), no retraining: PFP (deterministic and
-   randomized, delta = 1e-16, S from the 2,000 held-out images) at parameter prune ratios 0.1/0.2/0.3, against
+2. CIFAR-10, ResNet-20 and ResNet-56 (`load_cifar_resnet`, the published checkpoints), no retraining: PFP (deterministic
+   and randomized, delta = 1e-16, S from the 5,000 validation images) at parameter prune ratios 0.1/0.2/0.3, against
    uniform L1 (`prune_uniform` + `match_amount` to PFP's parameter count) and Torch-Pruning 1.6.1's magnitude pruner
    (`tp_prune`, ratio matched by bisection; on these option-A ResNets it may only prune the blocks' first
    convolutions, see bench/common.py, so high ratios are out of its reach). Test accuracy on 10,000 images, and the
    time PFP takes to prune (sensitivities + allocation + surgery).
-3. The same at prune ratio 0.5 with a short fine-tune of every pruned network on the 8,000-image part (augmented,
-   SGD lr 0.01 cosine, batch 128, weight decay 5e-4); the held-out images are evaluated after each epoch (nothing is
+3. The same at prune ratio 0.5 with a short fine-tune of every pruned network on the 45,000-image training split (augmented,
+   SGD lr 0.01 cosine, batch 128, weight decay 5e-4); the validation images are evaluated after each epoch (nothing is
    selected on them), the test images only at the end.
 
-Run: python bench/pfp.py [--parts mnist cifar ft] [--fresh]   (under the CPU lock; ~45 minutes on 2 shared cores)
+Run: python bench/pfp.py [--parts mnist cifar ft] [--fresh]   (--smoke: random 28x28 images for the LeNets, 40 synthetic
+images and a random-weight ResNet-8 for the CIFAR parts, one step of everything; seconds, nothing kept)   (under the CPU lock; ~45 minutes on 2 shared cores)
 Resumable: finished pieces are kept in PRUNEBOOK_CACHE/pfp-bench/<budget>/ and skipped when run again with the same
 budget. bench/results/pfp.{json,md} are rewritten after every piece."""
 import argparse, copy, json, math, sys, time
@@ -27,10 +28,10 @@ from pathlib import Path
 import torch, torch.nn as nn
 from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, tp_prune, residual_safe_ignored
+from common import bench_args, results_dir, write_results, tp_prune, residual_safe_ignored
 from prunebook.core import count_params, count_macs, evaluate
-from prunebook.data import (cifar10, cifar_transform, holdout_split, dataloader, cache_dir, mnist, MNIST_MEAN, MNIST_STD)
-from prunebook.models import adapted_cifar_resnet, finetune, train, lenet5, lenet300_100
+from prunebook.data import (cifar10, cifar_transform, holdout_split, dataloader, cache_dir, mnist, synthetic, MNIST_MEAN, MNIST_STD)
+from prunebook.models import load_cifar_resnet, cifar_resnet, train, lenet5, lenet300_100
 from prunebook.surgery import prune_uniform, match_amount
 from prunebook.pfp import pfp_prune, default_points
 
@@ -38,7 +39,7 @@ PAPER_MNIST = {'lenet300_100': dict(err=1.59, pfp=(0.41, 84.32), ft=(0.35, 81.68
                'lenet5': dict(err=0.72, pfp=(0.35, 92.37), ft=(0.47, 85.04))}
 PAPER_CIFAR = {20: dict(err=8.60, pfp=(0.49, 62.67), ft=(0.43, 42.65)), 56: dict(err=7.05, pfp=(0.28, 88.98), ft=(0.48, 81.46))}
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p = bench_args(__doc__)
 p.add_argument('--parts', nargs='+', default=['mnist', 'cifar', 'ft'], choices=['mnist', 'cifar', 'ft'])
 p.add_argument('--base-epochs', type=int, default=40, help='MNIST base training epochs (paper: 40)')
 p.add_argument('--retrain-epochs', type=int, nargs=2, default=[4, 3], help='retraining epochs per step, LeNet-300-100 and LeNet-5 (paper: 30, 40)')
@@ -51,11 +52,13 @@ p.add_argument('--depths', type=int, nargs='+', default=[20, 56])
 p.add_argument('--limit', type=int, default=None, help='smoke test: only the first N test / held-out images and N fine-tuning images (not a result)')
 p.add_argument('--fresh', action='store_true')
 args = p.parse_args()
+if args.smoke: args.__dict__.update(base_epochs=1, retrain_epochs=[1, 1], steps=1, ratios=[0.3], ft_epochs=[1, 1], depths=[8], limit=40)
+OUT = results_dir(args)
 if args.threads: torch.set_num_threads(args.threads)
 
 budget = dict(limit=args.limit or 0, base=args.base_epochs, rt=args.retrain_epochs, steps=args.steps, ratios=args.ratios, ft=args.ft_ratio, fte=args.ft_epochs)
 key = '-'.join(f'{k}{v}' for k, v in budget.items()).replace(' ', '').replace('[', '').replace(']', '').replace(',', '_')
-work = cache_dir() / 'pfp-bench' / key
+work = (OUT / 'state') if args.smoke else cache_dir() / 'pfp-bench' / key
 work.mkdir(parents=True, exist_ok=True)
 state_file = work / 'state.json'
 state = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
@@ -65,6 +68,9 @@ def log(*a): print(time.strftime('%H:%M:%S'), *a, flush=True)
 # ---------------------------------------------------------------- MNIST
 def mnist_tensors():
     "MNIST as normalized tensors: (train 54k, held-out 6k, test 10k), each (x, y); the split by `holdout_split`."
+    if args.smoke:          # random images: no data needed
+        g = torch.Generator().manual_seed(0)
+        return tuple((torch.randn(args.limit, 1, 28, 28, generator=g), torch.randint(10, (args.limit,), generator=g)) for _ in range(3))
     tr, te = mnist('train'), mnist('test')
     norm = lambda d: ((d.data.float() / 255 - MNIST_MEAN[0]) / MNIST_STD[0]).unsqueeze(1)
     x, y = norm(tr), tr.targets
@@ -78,7 +84,7 @@ def err(model, xy): return 100 * (1 - evaluate(model, batches(xy), 'cpu'))
 
 def mnist_base(name, tr, seed=0):
     "The base network trained with the paper's recipe (cached)."
-    file = cache_dir() / 'trained' / f'{name}-mnist54k-e{args.base_epochs}-paper-s{seed}.pt'
+    file = (work if args.smoke else cache_dir() / 'trained') / f'{name}-mnist54k-e{args.base_epochs}-paper-s{seed}.pt'
     model = {'lenet5': lenet5, 'lenet300_100': lenet300_100}[name]()
     if file.exists():
         model.load_state_dict(torch.load(file, map_location='cpu', weights_only=True)); return model.eval()
@@ -116,7 +122,7 @@ def run_mnist():
                 t_prune = time.perf_counter() - t0
                 before = err(pruned, held)
                 torch.manual_seed(1000 + i)
-                finetune(pruned, dataloader(TensorDataset(*tr), 64, shuffle=True, seed=1000 + i), ft_epochs, lr=0.01, weight_decay=1e-4, device='cpu', progress=False)
+                train(pruned, dataloader(TensorDataset(*tr), 64, shuffle=True, seed=1000 + i), ft_epochs, lr=0.01, weight_decay=1e-4, device='cpu', progress=False)
                 pruned.eval()
                 row = dict(target=pr, pr=100 * (1 - count_params(pruned) / n0), params=count_params(pruned), val_err_pruned=before,
                            val_err=err(pruned, held), test_err=err(pruned, test), prune_seconds=t_prune, retrain_seconds=pruned.history.seconds,
@@ -128,15 +134,16 @@ def run_mnist():
 # ---------------------------------------------------------------- CIFAR
 def cifar_data():
     from torch.utils.data import Subset
+    if args.smoke:          # synthetic images (no data needed): 20 test, 10 held-out, 20 fine-tuning
+        test, held = synthetic('test', 2), synthetic('train', 1, seed=1)
+        return dataloader(test, 500), dataloader(held, 200), synthetic('train', 2, transform=cifar_transform(train=True))
     cut = (lambda d: Subset(d, range(min(args.limit, len(d))))) if args.limit else (lambda d: d)
-    test = dataloader(cut(cifar10('test', 'jpeg75')), 500)
-    rest, held = holdout_split(cifar10('train', 'jpeg75'))
-    rest_aug = holdout_split(cifar10('train', 'jpeg75', transform=cifar_transform(train=True)))[0]
-    return test, dataloader(cut(held), 200), cut(rest_aug)
+    test = dataloader(cut(cifar10('test')), 500)
+    return test, dataloader(cut(cifar10('val')), 200), cut(cifar10('train', transform=cifar_transform(train=True)))
 
 def matched(prune, target):
     "`match_amount` for a pruning function; None when the nearest model is more than 1% off the target."
-    try: a, m = match_amount(prune, target, count_params, iters=18)
+    try: a, m = match_amount(prune, target, count_params, iters=6 if args.smoke else 18)
     except Exception as e: return None, f'{type(e).__name__}: {e}'[:80]
     return (m, None) if abs(count_params(m) - target) <= 0.01 * target else (None, f'nearest {count_params(m):,} parameters')
 
@@ -145,7 +152,7 @@ def run_cifar(ratios, ft: bool):
     for depth in args.depths:
         part = 'ft' if ft else 'cifar'
         st = state.setdefault(part, {}).setdefault(str(depth), {})
-        base = adapted_cifar_resnet(depth, progress=False).eval()
+        base = (cifar_resnet(depth) if args.smoke else load_cifar_resnet(depth)).eval()
         x1 = torch.zeros(1, 3, 32, 32)
         if 'base' not in st and not ft:
             st['base'] = dict(params=count_params(base), macs=count_macs(base, x1, 'cpu'), test_acc=100 * evaluate(base, test), n_points=default_points(base, 1e-16))
@@ -173,7 +180,7 @@ def run_cifar(ratios, ft: bool):
                     torch.manual_seed(0)
                     epochs = args.ft_epochs[0] if depth == 20 else args.ft_epochs[1]
                     m.train()
-                    finetune(m, dataloader(rest_aug, 128, shuffle=True, seed=0), epochs, lr=0.01, weight_decay=5e-4, progress=False, val_loader=held)
+                    train(m, dataloader(rest_aug, 128, shuffle=True, seed=0), epochs, lr=0.01, weight_decay=5e-4, progress=False, val_loader=held)
                     r.update(held_acc_per_epoch=[100 * a for a in m.history.val_acc], ft_seconds=m.history.seconds, ft_epochs=epochs)
                 r['test_acc'] = 100 * evaluate(m.eval(), test)
                 log(depth, pr, name, r)
@@ -212,17 +219,17 @@ def report():
                 for r in st.get(method, []):
                     md.append(f"| {name} | {method} | {100 * r['target']:.1f} | {r['pr']:.2f} | {r['params']:,} | {r['val_err_pruned']:.2f} | {r['val_err']:.2f} | "
                               f"{r['test_err']:.2f} | {fmt_eps(r['eps'])} | {r['prune_seconds']:.1f} | {r['retrain_seconds']:.0f} |")
-    for part, title in (('cifar', 'CIFAR-10 (JPEG-75), no retraining'), ('ft', f'CIFAR-10 (JPEG-75), prune ratio {args.ft_ratio} + short fine-tune')):
+    for part, title in (('cifar', 'CIFAR-10, no retraining'), ('ft', f'CIFAR-10, prune ratio {args.ft_ratio} + short fine-tune')):
         c = state.get(part, {})
         if not c: continue
         md += ['', f'## {title}', '']
-        if part == 'ft': md += [f'Fine-tuning: {args.ft_epochs[0]} epoch(s) for ResNet-20, {args.ft_epochs[1]} for ResNet-56, on the 8,000-image part (augmented), '
-                                'SGD lr 0.01 cosine, batch 128, weight decay 5e-4. Held-out accuracy after each epoch is listed, nothing selected on it.', '']
+        if part == 'ft': md += [f'Fine-tuning: {args.ft_epochs[0]} epoch(s) for ResNet-20, {args.ft_epochs[1]} for ResNet-56, on the 45,000-image training split (augmented), '
+                                'SGD lr 0.01 cosine, batch 128, weight decay 5e-4. Validation accuracy after each epoch is listed, nothing selected on it.', '']
         md += ['| model | target PR | method | params | PR | MACs ratio | test acc | held-out acc per epoch | PFP seconds (sensitivities) |', '|---|---|---|---|---|---|---|---|---|']
         base_c = state.get('cifar', {})
         for depth, st in c.items():
             b = base_c.get(depth, {}).get('base')
-            if b: md.append(f"| ResNet-{depth} | 0 | adapted base | {b['params']:,} | 0 | 1.000 | {b['test_acc']:.2f} | | |S| = {b['n_points']} |")
+            if b: md.append(f"| ResNet-{depth} | 0 | base | {b['params']:,} | 0 | 1.000 | {b['test_acc']:.2f} | | |S| = {b['n_points']} |")
             for pr, row in st.items():
                 if pr == 'base': continue
                 for name, r in row.items():
@@ -234,7 +241,7 @@ def report():
                               f"{', '.join(f'{a:.1f}' for a in r.get('held_acc_per_epoch', []))} | {secs} |")
     md += ['', 'Paper (true CIFAR-10, 182 retraining epochs per step, within 0.5% of the original): ResNet-20 PFP 62.67% PR, FT 42.65%; '
            'ResNet-56 PFP 88.98%, FT 81.46%. MNIST: LeNet-300-100 PFP 84.32% (+0.41), FT 81.68% (+0.35); LeNet-5 PFP 92.37% (+0.35), FT 85.04% (+0.47).']
-    write_results('pfp', dict(budget=budget, results=state, paper=dict(mnist=PAPER_MNIST, cifar=PAPER_CIFAR)), '\n'.join(md))
+    write_results('pfp', dict(budget=budget, results=state, paper=dict(mnist=PAPER_MNIST, cifar=PAPER_CIFAR)), '\n'.join(md), out=OUT)
 
 if __name__ == '__main__':
     if 'mnist' in args.parts:
@@ -243,3 +250,4 @@ if __name__ == '__main__':
     if 'cifar' in args.parts: run_cifar(args.ratios, ft=False)
     if 'ft' in args.parts: run_cifar([args.ft_ratio], ft=True)
     report()
+    print(f'results in {OUT}')

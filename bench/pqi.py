@@ -4,9 +4,9 @@ Part `mnist`: LeNet-300-100 on exact MNIST, trained from a random initialisation
 paper's protocol, with far fewer epochs per round than its 200). Training on 58,000 images, checkpoint selection and
 operating points on the 2,000 held out by `holdout_split`, accuracy reported on the 10,000 test images.
 
-Part `cifar`: ResNet-20 on CIFAR-10 (JPEG-75). Training from scratch every round is out of reach on 2 CPU cores, so
-the rewinding point is the adapted pretrained ResNet-20 (`adapted_cifar_resnet(20)`): each round rewinds the
-survivors to those weights and fine-tunes them on the 8,000-image part of `holdout_split` (selection on its 2,000),
+Part `cifar`: ResNet-20 on CIFAR-10. Training from scratch every round is out of reach on 2 CPU cores, so
+the rewinding point is the published ResNet-20 (`load_cifar_resnet(20)`): each round rewinds the survivors to
+those weights and fine-tunes them on the 45,000-image training split (selection on the 5,000 validation images),
 reporting on the 10,000 test images. Also the structured variant (whole channels removed through
 prunebook.surgery), with its parameter, MAC and CPU-latency ratios measured side by side.
 
@@ -14,16 +14,17 @@ All methods of a part run in one invocation, from the same initialisation, with 
 checkpointed under $PRUNEBOOK_CACHE/bench-pqi/<tag>/ and resume; results are rewritten after every run.
 Run:  flock /tmp/prunebook-cpu.lock python bench/pqi.py --part mnist     (about 20 minutes on 2 cores; --no-scopes: 8)
       flock /tmp/prunebook-cpu.lock python bench/pqi.py --part cifar     (about 25 minutes)
+      python bench/pqi.py --smoke     (random 28x28 images and 20 synthetic ones, a random ResNet-8, one round each: seconds)
 Writes bench/results/pqi.json and pqi.md (parts already in pqi.json are kept)."""
 from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results, Timer, RESULTS, latency_pair
+from common import bench_args, results_dir, write_results, RESULTS, latency_pair
 from prunebook.core import count_params, count_macs, evaluate
-from prunebook.data import mnist, cifar10, holdout_split, cache_dir
-from prunebook.models import lenet300_100, adapted_cifar_resnet
+from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic
+from prunebook.models import lenet300_100, load_cifar_resnet, cifar_resnet
 from prunebook.pqi import (sap_prune, one_shot_prune, preload, TensorLoader, three_phases, SAPResult, pq_index)
 
 TOL = 0.005   # accuracy tolerance of the comparison: 0.5 point
@@ -83,7 +84,7 @@ def one_shots(name: str, init, loaders: dict, results: dict, common: dict, data:
 NAME = 'pqi'
 
 def save(data: dict):
-    write_results(NAME, data, markdown(data))
+    write_results(NAME, data, markdown(data), out=OUT)
 
 def pct(v): return '' if v is None else f'{100 * v:.2f}'
 
@@ -133,12 +134,18 @@ def markdown(data: dict) -> str:
     return '\n'.join(md)
 
 
-def part_mnist(args, data: dict):
+def mnist_tensors(smoke: bool) -> tuple:
+    "MNIST's training and test images as tensors, and the indices of the training and held-out parts (smoke: random images)."
+    if smoke:
+        g = torch.Generator().manual_seed(0)
+        X, y, Xt, yt = torch.randn(40, 1, 28, 28, generator=g), torch.randint(10, (40,), generator=g), torch.randn(20, 1, 28, 28, generator=g), torch.randint(10, (20,), generator=g)
+        return X, y, Xt, yt, torch.arange(20), torch.arange(20, 40)
     ds = mnist('train')
     rest, held = holdout_split(ds, 2000)
-    X, y = preload(ds)
-    Xt, yt = preload(mnist('test'))
-    ri, hi = torch.tensor(rest.indices), torch.tensor(held.indices)
+    return *preload(ds), *preload(mnist('test')), torch.tensor(rest.indices), torch.tensor(held.indices)
+
+def part_mnist(args, data: dict):
+    X, y, Xt, yt, ri, hi = mnist_tensors(args.smoke)
     loaders = lambda: dict(train_loader=TensorLoader(X[ri], y[ri], 250, shuffle=True, seed=0), val_loader=TensorLoader(X[hi], y[hi], 1000),
                            test_loader=TensorLoader(Xt, yt, 1000))
     torch.manual_seed(0)
@@ -163,23 +170,21 @@ def part_mnist(args, data: dict):
         save(data)
 
 def part_cifar(args, data: dict):
-    train = cifar10('train', 'jpeg75')
-    rest, held = holdout_split(train, 2000)
-    X, y = preload(train)
-    Xt, yt = preload(cifar10('test', 'jpeg75'))
-    ri, hi = torch.tensor(rest.indices), torch.tensor(held.indices)
-    loaders = lambda: dict(train_loader=TensorLoader(X[ri], y[ri], 128, shuffle=True, seed=0, augment=True),
-                           val_loader=TensorLoader(X[hi], y[hi], 500), test_loader=TensorLoader(Xt, yt, 500))
-    base = adapted_cifar_resnet(20)
+    smoke_split = lambda s: synthetic('test' if s == 'test' else 'train', 2, seed=int(s == 'val'))    # 20 images each
+    split = smoke_split if args.smoke else cifar10
+    (X, y), (Xv, yv), (Xt, yt) = preload(split('train')), preload(split('val')), preload(split('test'))
+    loaders = lambda: dict(train_loader=TensorLoader(X, y, 128, shuffle=True, seed=0, augment=True),
+                           val_loader=TensorLoader(Xv, yv, 500), test_loader=TensorLoader(Xt, yt, 500))
+    base = cifar_resnet(8) if args.smoke else load_cifar_resnet(20)
     base_test = evaluate(base, loaders()['test_loader'])
     base_val = evaluate(base, loaders()['val_loader'])
     common = dict(rounds=args.cifar_rounds, epochs_per_round=args.cifar_epochs, lr=0.01, scope='global', seed=0, device=args.device)
-    data['cifar'] = {'title': 'CIFAR-10 (JPEG-75), ResNet-20, rewinding to the adapted pretrained weights',
-                     'budget': (f"Base: adapted_cifar_resnet(20), {100 * base_test:.2f}% test, {100 * base_val:.2f}% validation. Budget: "
-                                f"{args.cifar_rounds} pruning rounds of {args.cifar_epochs} epoch(s) each on the 8,000-image part (batch 128, "
+    data['cifar'] = {'title': 'CIFAR-10, ResNet-20, rewinding to the published pretrained weights',
+                     'budget': (f"Base: load_cifar_resnet(20), {100 * base_test:.2f}% test, {100 * base_val:.2f}% validation. Budget: "
+                                f"{args.cifar_rounds} pruning rounds of {args.cifar_epochs} epoch(s) each on the 45,000-image training split (batch 128, "
                                 "random crops and flips, SGD lr 0.01 cosine, Nesterov momentum 0.9, weight decay 5e-4, gradient clip 1), "
-                                "rewinding the survivors to the adapted pretrained weights every round (not to a random initialisation: "
-                                "training from scratch each round does not fit 2 CPU cores); checkpoint chosen on the 2,000 held-out images, "
+                                "rewinding the survivors to the published pretrained weights every round (not to a random initialisation: "
+                                "training from scratch each round does not fit 2 CPU cores); checkpoint chosen on the 5,000 validation images, "
                                 "test on the 10,000 test images. Round 0 is the base network fine-tuned for one round like the others."),
                      'base_test': base_test, 'base_val': base_val, 'runs': data.get('cifar', {}).get('runs', {})}
     methods = {'SAP (0.5, 1)': dict(p=0.5, q=1.0), 'SAP (1, 2)': dict(p=1.0, q=2.0), 'LT 20%': dict(fraction=0.2)}
@@ -201,7 +206,7 @@ def part_cifar(args, data: dict):
     save(data)
 
 if __name__ == '__main__':
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = bench_args(__doc__)
     ap.add_argument('--part', choices=['mnist', 'cifar', 'all'], default='all')
     ap.add_argument('--rounds', type=int, default=30, help='MNIST pruning rounds')
     ap.add_argument('--epochs', type=int, default=10, help='MNIST epochs per round')
@@ -214,11 +219,13 @@ if __name__ == '__main__':
     ap.add_argument('--resummarize', action='store_true', help='recompute summaries and goals of the stored results, then stop')
     ap.add_argument('--trial', action='store_true', help='write bench/results/pqi-<tag>.* instead of the results (pqi.*)')
     args = ap.parse_args()
-    args.ck = cache_dir() / 'bench-pqi' / args.tag
+    if args.smoke: args.__dict__.update(rounds=1, epochs=1, scopes=False, cifar_rounds=1, cifar_epochs=1, structured_rounds=1)
+    OUT = results_dir(args)
+    args.ck = (OUT / 'checkpoints') if args.smoke else cache_dir() / 'bench-pqi' / args.tag
     if args.trial: NAME = f'pqi-{args.tag}'          # trial runs do not overwrite the results
     for sub in ('mnist', 'cifar'): (args.ck / sub).mkdir(parents=True, exist_ok=True)
     old = RESULTS / 'pqi.json'
-    data = {k: v for k, v in json.loads(old.read_text()).items() if k in ('mnist', 'cifar')} if old.exists() and not args.trial else {}
+    data = {k: v for k, v in json.loads(old.read_text()).items() if k in ('mnist', 'cifar')} if old.exists() and not (args.trial or args.smoke) else {}
     if args.resummarize:     # recompute summaries, phases and goals of the stored runs (no training)
         for part in data.values():
             for run in part['runs'].values(): run['summary'] = summary(SAPResult(None, run['history'], config=run['config']))

@@ -5,11 +5,11 @@
 # %% ../nbs/99_cli.ipynb #0aa45040
 from __future__ import annotations
 import argparse, json, sys, time
+from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 import torch, torch.nn as nn
-import matplotlib
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 from .core import count_macs, count_params, evaluate, measure_latency, default_device
 from .data import synthetic, dataloader, cifar_transform, cifar10, holdout_split, per_class_subset, NotDownloadedError
 from .models import cifar_resnet, load_cifar_resnet, train, finetune
@@ -19,7 +19,8 @@ from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prun
 from .pqi import preload
 
 # %% auto #0
-__all__ = ['CLI_METHODS', 'MODELS', 'DATASETS', 'measure', 'format_table', 'demo', 'plot_rows', 'CLIError', 'cli_task',
+__all__ = ['DEMO_CHECKPOINT', 'NEXT_STEPS', 'CLI_METHODS', 'MODELS', 'DATASETS', 'measure', 'format_table', 'train_demo_model',
+           'demo_test_loader', 'save_demo_model', 'demo_model', 'demo', 'plot_rows', 'CLIError', 'cli_task',
            'prune_command', 'main']
 
 # %% ../nbs/99_cli.ipynb #9c220c07
@@ -42,42 +43,91 @@ def format_table(rows: Sequence[dict], base: dict | None = None) -> str:
                      f"{r['macs'] / base['macs']:7.2f} {base['latency_ms'] / r['latency_ms']:7.2f}x")
     return '\n'.join(lines)
 
+# %% ../nbs/99_cli.ipynb #80e84aaa
+DEMO_CHECKPOINT = 'demo_resnet20.pt' # in prunebook/assets: weights in float16 (half the size; accuracy unchanged, see below)
+
+def train_demo_model(epochs: int = 3, # passes over the synthetic training images
+                     n_per_class: int = 500, # synthetic training images per class
+                     seed: int = 0, # seeds the images and the training
+                     device=None, # where to train (see `default_device`)
+                     progress: bool = True, # print one line per epoch
+                    ) -> nn.Module:
+    "A CIFAR ResNet-20 trained on `synthetic` shapes: how the demo's shipped network was made."
+    torch.manual_seed(seed)
+    dl = dataloader(synthetic('train', n_per_class, seed, cifar_transform(train=True)), 128, shuffle=True, seed=seed)
+    return train(cifar_resnet(20), dl, epochs, lr=0.1, device=device, progress=progress).eval().cpu()
+
+def demo_test_loader(n_per_class: int = 100, # synthetic test images per class
+                     seed: int = 0) -> DataLoader:
+    "The synthetic test images the demo reports accuracy on (never seen in training)."
+    return dataloader(synthetic('test', n_per_class, seed), 250)
+
+def save_demo_model(model: nn.Module, # a `cifar_resnet(20)` trained on the synthetic shapes
+                    folder: str | Path, # where to write `DEMO_CHECKPOINT` and its `.json` record
+                    **record) -> dict:
+    "Write `model`'s weights in float16 and a record of its test accuracy (plus `record`) beside them; returns the record."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(sd, folder/DEMO_CHECKPOINT)
+    record = dict(test_accuracy=evaluate(demo_model(folder), demo_test_loader(), 'cpu'), torch=torch.__version__, **record)
+    (folder/DEMO_CHECKPOINT).with_suffix('.json').write_text(json.dumps(record, indent=1))
+    return record
+
+def demo_model(folder: str | Path | None = None, # default: the checkpoint shipped in `prunebook/assets`
+              ) -> nn.Module:
+    "The demo's trained ResNet-20 (float32, eval mode, on the CPU), from the shipped float16 checkpoint."
+    path = Path(folder or files('prunebook')/'assets')/DEMO_CHECKPOINT
+    if not path.exists(): raise FileNotFoundError(f'{path}: the demo checkpoint is missing; reinstall prunebook or run `save_demo_model(train_demo_model(), folder)`')
+    sd = torch.load(path, map_location='cpu', weights_only=True)
+    model = cifar_resnet(20)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    return model.eval()
+
+# %% ../nbs/99_cli.ipynb #2187c5d2
+NEXT_STEPS = """
+What to try next:
+  prunebook prune --method tvs --model resnet20 --data cifar10 --target-macs 0.5 --download --out resnet20-tvs.pt
+      prunes the published CIFAR-10 ResNet-20 with TVSPrune to half its MACs (downloads CIFAR-10 and the checkpoint once)
+  prunebook bench --quick     every method side by side at the same MACs
+  Read how each method works: https://prunebook.github.io/prunebook/ (notebooks 10_hypothesis to 50_tpp; open one in
+  Colab from its badge), starting with 13_tvsprune.ipynb."""
+
 # %% ../nbs/99_cli.ipynb #039d7a15
 def demo(out: str | Path = 'prunebook-demo', # prefix of the .json table and .png plot written
-         epochs: int = 3, # training epochs of the dense ResNet-20
          amounts: Sequence[float] = (0.3, 0.5), # fractions of every group's channels to remove
-         finetune_epochs: int = 1, # fine-tuning epochs after pruning (0: none)
-         n_per_class: int = 500, # synthetic training images per class (test: a fifth of it)
-         device=None, # where to train and evaluate (see `default_device`)
-         seed: int = 0, # seeds data, training and random pruning
-         progress: bool = True # print progress and the table
+         finetune_iters: int = 10, # fine-tuning steps (batches of 64 synthetic training images) after pruning; 0: none
+         n_test: int = 50, # synthetic test images per class
+         device=None, # where to evaluate and fine-tune (see `default_device`); latency is always measured on the CPU
+         seed: int = 0, # seeds the data, the fine-tuning and random pruning
+         progress: bool = True # print progress, the table and what to try next
         ) -> list[dict]:
-    "Train ResNet-20 on synthetic shapes, prune it with every data-free method (L1, random, DFPC), report; saves `out`.json and `.png`."
-    torch.manual_seed(seed)
-    dev = default_device(device)
-    train_dl = dataloader(synthetic('train', n_per_class, seed, cifar_transform(train=True)), 128, shuffle=True, seed=seed)
-    tune_dl = dataloader(synthetic('train', n_per_class, seed), 128, shuffle=True, seed=seed)
-    test_dl = dataloader(synthetic('test', max(20, n_per_class // 5), seed), 256)
-    example = torch.randn(64, 3, 32, 32)
+    "Prune the demo's trained ResNet-20 with every data-free method (L1, random, DFPC), report; saves `out`.json and `.png`."
+    t0, dev = time.perf_counter(), default_device(device)
     say = print if progress else (lambda *a, **k: None)
-    say(f'Training ResNet-20 on {len(train_dl.dataset):,} synthetic images for {epochs} epochs on {dev} ...')
-    dense = train(cifar_resnet(20), train_dl, epochs, lr=0.1, device=dev, progress=progress).eval()
+    step = lambda msg: say(f'[{time.perf_counter() - t0:5.1f} s] {msg}', flush=True)
+    dense, test_dl = demo_model(), demo_test_loader(n_test, seed)
+    tune_set = synthetic('train', max(1, finetune_iters * 64 // 10), seed + 1, cifar_transform(train=True))
+    tune_dl = dataloader(tune_set, 64, shuffle=True, seed=seed)
+    example = torch.randn(64, 3, 32, 32)
+    step(f'loaded ResNet-20 trained on synthetic shapes; measuring it on {len(test_dl.dataset):,} test images')
     rows = [measure('ResNet-20 (dense)', dense, test_dl, example, dev)]
     for amount in amounts:
         l1 = prune_uniform(dense, example, amount, score='l1', seed=seed)
         at = count_macs(l1, example[:1], 'cpu') / rows[0]['macs']
         for label, pruned in ((f'L1 {amount:.0%} channels', l1),
                               (f'random {amount:.0%} channels', prune_uniform(dense, example, amount, score='random', seed=seed)),
-                              (f'DFPC at the same MACs', dfpc_prune(dense, example[:1], target=at))):
+                              ('DFPC at the same MACs', dfpc_prune(dense, example[:1], target=at))):
+            step(f'{label}: measuring' + (f', then fine-tuning for {finetune_iters} steps' if finetune_iters else ''))
             rows.append(measure(label, pruned, test_dl, example, dev))
-            if finetune_epochs:
-                finetune(pruned, tune_dl, finetune_epochs, lr=0.01, device=dev, progress=False)
-                rows.append(measure(f'{label} + {finetune_epochs} ep. fine-tune', pruned.eval(), test_dl, example, dev))
+            if finetune_iters:
+                finetune(pruned, tune_dl, 1, lr=0.01, device=dev, progress=False)
+                rows.append(measure(f'{label} + fine-tune', pruned.eval(), test_dl, example, dev))
     say(format_table(rows))
     out = Path(out)
     out.with_suffix('.json').write_text(json.dumps(rows, indent=1))
     plot_rows(rows).figure.savefig(out.with_suffix('.png'), dpi=120, bbox_inches='tight')
-    say(f'Saved {out.with_suffix(".json")} and {out.with_suffix(".png")}')
+    step(f'saved {out.with_suffix(".json")} and {out.with_suffix(".png")}')
+    say(NEXT_STEPS)
     return rows
 
 # %% ../nbs/99_cli.ipynb #83a896a8
@@ -188,11 +238,10 @@ def prune_command(method: str, # one of `CLI_METHODS`
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='prunebook', description='Structured pruning of CNNs, derived and measured.')
     sub = p.add_subparsers(dest='command', required=True, metavar='{demo,prune,bench}')
-    d = sub.add_parser('demo', help='train a small ResNet on synthetic images, prune it, report (a few minutes, no download)')
-    d.add_argument('--epochs', type=int, default=3, help='training epochs (default 3)')
-    d.add_argument('--finetune-epochs', type=int, default=1, help='fine-tuning epochs after pruning (default 1)')
+    d = sub.add_parser('demo', help='prune a small trained ResNet with every data-free method, report (under a minute, no download)')
     d.add_argument('--amounts', type=float, nargs='+', default=[0.3, 0.5], help='fractions of channels to remove')
-    d.add_argument('--n-per-class', type=int, default=500, help='synthetic training images per class (default 500)')
+    d.add_argument('--finetune-iters', type=int, default=10, help='fine-tuning steps after pruning (default 10; 0: none)')
+    d.add_argument('--n-test', type=int, default=50, help='synthetic test images per class (default 50)')
     d.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     d.add_argument('--out', default='prunebook-demo', help='output prefix for the .json table and .png plot')
     q = sub.add_parser('prune', help='prune one model by one method to a MACs target and save it')
@@ -222,7 +271,8 @@ def main(argv: Sequence[str] | None = None # the arguments (default: the command
     try:
         if args.command == 'demo':
             if any(not 0 <= a < 1 for a in args.amounts): raise CLIError(f'--amounts: must lie in [0, 1), got {args.amounts}')
-            demo(args.out, args.epochs, args.amounts, args.finetune_epochs, args.n_per_class, args.device)
+            if args.finetune_iters < 0: raise CLIError(f'--finetune-iters: {args.finetune_iters} must be 0 or more')
+            demo(args.out, args.amounts, args.finetune_iters, args.n_test, args.device)
         elif args.command == 'prune':
             prune_command(args.method, args.model, args.data, args.target_macs, args.out, args.finetune_epochs,
                           args.n_test, args.download, args.device)

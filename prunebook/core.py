@@ -11,7 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 # %% auto #0
 __all__ = ['default_device', 'to_device', 'as_inputs', 'model_device', 'measuring', 'count_params', 'count_macs',
-           'measure_latency', 'evaluate', 'Hooks', 'EvalHooks', 'Moments', 'ClassStats', 'machine_info']
+           'measure_latency', 'latency_pair', 'latency_ratio', 'evaluate', 'Hooks', 'EvalHooks', 'Moments',
+           'ClassStats', 'machine_info']
 
 # %% ../nbs/00_core.ipynb #5c0ce6af
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -79,6 +80,37 @@ def measure_latency(model: nn.Module, example_inputs, # a batch (or tuple of inp
             model(*xs)
             sync(); times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+# %% ../nbs/00_core.ipynb #b81f4d2c
+def latency_pair(a: nn.Module, # the first network (run in eval mode; its mode and device are restored)
+                 b: nn.Module, # the second network, timed alternately with `a`
+                 example_inputs, # the batch (or tuple of inputs) both run on: its size is part of the measurement
+                 reps: int = 10, # timed passes of each; the medians are returned
+                 device: str | torch.device = 'cpu', # where both run
+                 warmup: int = 2, # untimed passes of each first
+                ) -> tuple[float, float]:
+    "Median wall-clock seconds of one forward pass of `a` and of `b`, timed alternately so that machine noise hits both alike."
+    with measuring(a, device) as dev, measuring(b, dev), torch.inference_mode():
+        xs = to_device(as_inputs(example_inputs), dev)
+        sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+        for _ in range(warmup): a(*xs); b(*xs)
+        times = ([], [])
+        for _ in range(reps):
+            for m, t in zip((a, b), times):
+                sync(); t0 = time.perf_counter()
+                m(*xs)
+                sync(); t.append(time.perf_counter() - t0)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+def latency_ratio(a: nn.Module, # the reference network (the dense one, for a speedup)
+                  b: nn.Module, # the network compared with it
+                  example_inputs, # the batch (or tuple of inputs) both run on
+                  reps: int = 10, # timed passes of each (interleaved, see `latency_pair`)
+                  device: str | torch.device = 'cpu', # where both run
+                 ) -> float:
+    "latency(`a`) / latency(`b`), measured interleaved (`latency_pair`): the speedup of `b` over `a`."
+    ta, tb = latency_pair(a, b, example_inputs, reps, device)
+    return ta / tb
 
 # %% ../nbs/00_core.ipynb #f7c429dc
 def evaluate(model: nn.Module, loader: Iterable, # yields `(inputs, labels)` batches

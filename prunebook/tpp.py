@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from .core import default_device, measuring
 from .graph import ChannelGroup, channel_groups
 from .surgery import choose_channels, l1_scores, remove_channels, _normalize_drop, _check_same_model
-from .models import finetune
+from .models import train
 
 # %% auto #0
 __all__ = ['jacobian_singular_values', 'TPPRegularizer', 'l1_drop', 'tpp_regularize', 'tpp_prune']
@@ -343,7 +343,7 @@ def tpp_prune(model: nn.Module, # a trained network (not modified unless `inplac
             'regularize_seconds': time.perf_counter() - t0}
     pruned = remove_channels(work, groups, drop)
     if ft_epochs:
-        finetune(pruned, train_loader, ft_epochs, lr=ft_lr, schedule=ft_schedule, milestones=milestones, momentum=momentum,
+        train(pruned, train_loader, ft_epochs, lr=ft_lr, schedule=ft_schedule, milestones=milestones, momentum=momentum,
                  weight_decay=weight_decay, device=device, progress=progress, val_loader=val_loader)
         info['finetune_seconds'] = pruned.history.seconds
     pruned.tpp = info
