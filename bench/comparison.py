@@ -6,7 +6,7 @@ Run:  nice -n 5 python bench/comparison.py [--tasks resnet20 lenet5] [--targets 
 Resumable: every finished row is cached in OUT/comparison.partial.json (gitignored); run again to continue.
 Writes OUT/comparison.{json,md,png} (OUT: --out, default bench/results; --smoke: a temporary folder)."""
 from __future__ import annotations
-import json, time
+import json, time, traceback
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from common import bench_args, results_dir, write_results
@@ -51,8 +51,12 @@ def main():
         rows.append(row)
         partial.write_text(json.dumps(dict(config=config, rows=rows), indent=1, default=str))
     for name in args.tasks:
-        compare(TASKS[name](args), args.methods, args.targets, args.rules, done=done, save=save, ft_iters=args.ft_iters,
-                tpp_iters=args.tpp_iters, latency_reps=args.latency_reps)
+        task = TASKS[name](args)
+        for target in args.targets:        # the targets in the order given, every method at one before the next
+            for method in args.methods:    # one failing method is reported and does not stop the others
+                try: compare(task, [method], [target], args.rules, done=rows, save=save, ft_iters=args.ft_iters,
+                             tpp_iters=args.tpp_iters, latency_reps=args.latency_reps)
+                except Exception: print(f'{name} {method} at {target} failed:\n{traceback.format_exc()}', flush=True)
     config['minutes_this_run'] = (time.perf_counter() - t0) / 60
     failing = below_random(rows)
     md = (f"# Every method at matched MACs\n\n{comparison_table(rows)}\n"

@@ -12,18 +12,19 @@
    pairs the official string rule gets wrong; ResNet-50 and MobileNet-V2 saliency times.
 Run: flock /tmp/prunebook-cpu.lock python bench/dfpc.py   (about 30 minutes on 2 cores; resumable: partial results
 are kept in $PRUNEBOOK_CACHE/bench/dfpc_partial.json, `--fresh` ignores them). Writes bench/results/dfpc.{json,md}."""
-import sys, json, time, statistics, warnings, math
+import sys, json, time, statistics, warnings
 from pathlib import Path
-import torch, torch.nn as nn
+import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, Timer, tp_prune, residual_safe_ignored, latency_pair
 from prunebook.core import count_macs, count_params, evaluate
 from prunebook.data import cifar10, cache_dir, synthetic
-from prunebook.models import load_cifar_resnet, cifar_resnet
+from prunebook.models import load_cifar_resnet, cifar_resnet, cifar_stem_resnet, cifar_mobilenet_v2
 from prunebook.surgery import match_amount
 from prunebook.graph import channel_groups, _first_input
-from prunebook.dfpc import (dfpc_saliency, dfpc_prune, channel_scores, unrolled_saliency, dataflow_pairs,
-                            lexicographic_pairs, is_coupled, cifar_stem_resnet, cifar_mobilenet_v2, removal_order)
+from prunebook.dfpc import (dfpc_saliency, dfpc_prune, dfpc_scores, dataflow_pairs, lexicographic_pairs, is_coupled,
+                            removal_order)
+from prunebook.dfpc_reference import unrolled_saliency
 
 p = bench_args(__doc__)
 p.add_argument('--fresh', action='store_true', help='ignore the partial results of an earlier run')
@@ -79,9 +80,9 @@ def resnet56_part():
     held0 = remember('base/held', lambda: evaluate(base, held))
     macs0, params0 = count_macs(base, x), count_params(base)
     groups = channel_groups(base, x)
-    with Timer() as t: scores = {'dfpc': channel_scores(base, x, groups, 'dfpc')}
+    with Timer() as t: scores = {'dfpc': dfpc_scores(base, x, groups, 'dfpc')}
     remember('resnet56/saliency_s', lambda: t.seconds)
-    scores.update(l1=channel_scores(base, x, groups, 'l1'), random=channel_scores(base, x, groups, 'random', seed=0))
+    scores.update(l1=dfpc_scores(base, x, groups, 'l1'), random=dfpc_scores(base, x, groups, 'random', seed=0))
     rows = []
     def row(method, level, model, extra=None):
         key = f'sweep/{method}/{level}'

@@ -17,7 +17,7 @@ Run:  flock /tmp/prunebook-cpu.lock python bench/pqi.py --part mnist     (about 
       python bench/pqi.py --smoke     (random 28x28 images and 20 synthetic ones, a random ResNet-8, one round each: seconds)
 Writes bench/results/pqi.json and pqi.md (parts already in pqi.json are kept)."""
 from __future__ import annotations
-import argparse, json, sys
+import json, sys
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,7 +25,8 @@ from common import bench_args, results_dir, write_results, RESULTS, latency_pair
 from prunebook.core import count_params, count_macs, evaluate
 from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic
 from prunebook.models import lenet300_100, load_cifar_resnet, cifar_resnet
-from prunebook.pqi import (sap_prune, one_shot_prune, preload, TensorLoader, three_phases, SAPResult, pq_index)
+from prunebook.data import preload, TensorLoader
+from prunebook.pqi import sap_prune, one_shot_prune, three_phases, SAPResult
 
 TOL = 0.005   # accuracy tolerance of the comparison: 0.5 point
 PHASE_TOL = 0.1   # a phase of the fall-rise-fall must change PQI by 10% of its total fall to count

@@ -1,6 +1,6 @@
 """Reproduction of TPP's Table 1 (Wang and Fu, ICLR 2023) at the scale of two CPU cores.
 
-ResNet-56 (`adapted_cifar_resnet(56)`) on CIFAR-10 (JPEG-75). For each layer-wise prune ratio, applied to the first
+ResNet-56 (`load_cifar_resnet(56)`, the published checkpoint) on CIFAR-10. For each layer-wise prune ratio, applied to the first
 convolution of each of the 27 blocks (as the paper does, so the residual streams keep their width), the same filters
 (smallest L1 norm, chosen once from the base model) are removed by
   - L1: removal, no fine-tuning;
@@ -8,21 +8,22 @@ convolution of each of the 27 blocks (as the paper does, so the residual streams
   - TPP: `tpp_prune` (Gram + BatchNorm + weight penalties with a growing lambda, stabilisation with layer-by-layer
     zero-out, removal), then the same fine-tuning;
 fine-tuned at initial learning rates 1e-2 and 1e-3 (step schedule, /10 at 50% and 75% of the epochs, as the paper's
-60/90 of 120). Training uses the 8,000-image part of `holdout_split(cifar10('train', 'jpeg75'))` with augmentation;
-the 2,000 held-out images are watched after every fine-tuning epoch (nothing is selected on them: the last epoch
+60/90 of 120). Training uses the 45,000-image training split `cifar10('train')` with augmentation;
+the 5,000 validation images are watched after every fine-tuning epoch (nothing is selected on them: the last epoch
 is reported); the 10,000 test images are only used for the reported accuracies.
 
 Run: python bench/tpp.py [--ratios 0.9 0.7 0.5] [--ramp 240] [--stabilize 60] [--ft-epochs 4]
+     python bench/tpp.py --smoke   (a random ResNet-8 on 20 synthetic images per split, a few steps of everything)
 Resumable: every finished piece is kept in PRUNEBOOK_CACHE/tpp-bench/<budget>/ and skipped when the script is run
 again with the same budget (--fresh starts over). bench/results/tpp.{json,md} are rewritten after every piece."""
 import argparse, copy, json, math, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results
+from common import bench_args, results_dir, write_results
 from prunebook.core import count_params, count_macs, evaluate
-from prunebook.data import cifar10, cifar_transform, holdout_split, dataloader, cache_dir
-from prunebook.models import adapted_cifar_resnet, finetune
+from prunebook.data import cifar10, cifar_transform, dataloader, cache_dir, synthetic
+from prunebook.models import load_cifar_resnet, cifar_resnet, train
 from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels, save_pruned, load_pruned
 from prunebook.tpp import jacobian_singular_values, l1_drop, tpp_prune
@@ -32,7 +33,7 @@ PAPER = {  # Table 1 of the paper, ResNet-56 on true CIFAR-10, 120 fine-tuning e
     0.7: {'L1': {0.01: 92.26, 0.001: 91.77}, 'TPP': {0.01: 92.35, 0.001: 92.00}},
     0.9: {'L1': {0.01: 86.75, 0.001: 87.57}, 'TPP': {0.01: 89.63, 0.001: 89.09}}}
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p = bench_args(__doc__)
 p.add_argument('--ratios', type=float, nargs='+', default=[0.9, 0.7, 0.5], help='layer-wise prune ratios, run in this order')
 p.add_argument('--lrs', type=float, nargs='+', default=[1e-2, 1e-3], help='initial fine-tuning learning rates')
 p.add_argument('--ramp', type=int, default=240, help='TPP: iterations for lambda to reach its ceiling (paper: 100,000)')
@@ -40,7 +41,7 @@ p.add_argument('--interval', type=int, default=10, help='TPP: lambda grows every
 p.add_argument('--stabilize', type=int, default=60, help='TPP: iterations at the ceiling (paper: 10,000)')
 p.add_argument('--zero-out-every', type=int, default=1, help='TPP: zero one more layer every this many stabilisation iterations (paper: 100)')
 p.add_argument('--reg-lr', type=float, default=1e-2, help='TPP: learning rate of the regularization phase (paper: 1e-3)')
-p.add_argument('--ft-epochs', type=int, default=4, help='fine-tuning epochs on the 8,000 images (paper: 120 on 50,000)')
+p.add_argument('--ft-epochs', type=int, default=4, help='fine-tuning epochs on the 45,000 training images (paper: 120 on 50,000)')
 p.add_argument('--batch-size', type=int, default=128)
 p.add_argument('--seed', type=int, default=0)
 p.add_argument('--jsv-samples', type=int, default=32, help='test images for the mean Jacobian singular value')
@@ -48,12 +49,15 @@ p.add_argument('--depth', type=int, default=56, help='CIFAR ResNet depth (56 for
 p.add_argument('--limit', type=int, default=None, help='smoke test: use only the first N images of each split (not a result)')
 p.add_argument('--fresh', action='store_true', help='ignore finished pieces from an earlier run with the same budget')
 args = p.parse_args()
+if args.smoke: args.__dict__.update(ratios=[0.5], lrs=[1e-2, 1e-3], ramp=4, interval=2, stabilize=2, ft_epochs=1, depth=8, jsv_samples=4,
+                                    batch_size=10)
+OUT = results_dir(args)
 
 budget = dict(depth=args.depth, limit=args.limit or 0, ramp=args.ramp, interval=args.interval, stabilize=args.stabilize, zero_out_every=args.zero_out_every,
               reg_lr=args.reg_lr, ft_epochs=args.ft_epochs, batch_size=args.batch_size, seed=args.seed,
               alpha=1000.0, ceiling=1.0, momentum=0.9, weight_decay=5e-4)
 key = '-'.join(f'{k}{v:g}' if isinstance(v, float) else f'{k}{v}' for k, v in budget.items())
-work = cache_dir() / 'tpp-bench' / key
+work = (OUT / 'state') if args.smoke else cache_dir() / 'tpp-bench' / key
 work.mkdir(parents=True, exist_ok=True)
 state_file = work / 'state.json'
 state = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
@@ -61,12 +65,13 @@ def save_state(): state_file.write_text(json.dumps(state, indent=1))
 
 torch.manual_seed(args.seed)
 cut = lambda ds: torch.utils.data.Subset(ds, range(min(args.limit, len(ds)))) if args.limit else ds
-train_set = cut(holdout_split(cifar10('train', 'jpeg75', transform=cifar_transform(train=True)))[0])
-held_loader = dataloader(cut(holdout_split(cifar10('train', 'jpeg75'))[1]), 500)
-test_loader = dataloader(cut(cifar10('test', 'jpeg75')), 500)
+split = (lambda s, **kw: synthetic('test' if s == 'test' else 'train', 2, seed=int(s == 'val'), **kw)) if args.smoke else cifar10
+train_set = cut(split('train', transform=cifar_transform(train=True)))
+held_loader = dataloader(cut(split('val')), 500)
+test_loader = dataloader(cut(split('test')), 500)
 jsv_x = torch.stack([test_loader.dataset[i][0] for i in range(args.jsv_samples)])
 train_loader = lambda: dataloader(train_set, args.batch_size, shuffle=True, seed=args.seed)
-base = adapted_cifar_resnet(args.depth, progress=False).eval()
+base = (cifar_resnet(args.depth) if args.smoke else load_cifar_resnet(args.depth)).eval()
 x1 = jsv_x[:1]
 groups = channel_groups(base, x1)
 LAYERS = [f'layer{s}.{b}.conv1' for s in (1, 2, 3) for b in range((args.depth - 2) // 6)]
@@ -85,7 +90,7 @@ def run_finetune(model, lr: float, epochs: int | None = None) -> tuple:
     model = copy.deepcopy(model)
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)
-        finetune(model, train_loader(), epochs or args.ft_epochs, lr=lr, schedule='step', milestones=(0.5, 0.75), momentum=0.9,
+        train(model, train_loader(), epochs or args.ft_epochs, lr=lr, schedule='step', milestones=(0.5, 0.75), momentum=0.9,
                  weight_decay=5e-4, val_loader=held_loader, progress=False)
     return model, model.history.val_acc, model.history.seconds
 
@@ -124,15 +129,15 @@ def report():
     reg_epochs = (b['ramp'] + b['stabilize']) * b['batch_size'] / len(train_set)
     budget_text = (f"Budget (CPU): TPP regularization {b['ramp']} iterations of lambda ramp (+1/{b['ramp'] // b['interval']} every "
                    f"{b['interval']}) + {b['stabilize']} of stabilisation (one layer zeroed per {b['zero_out_every']} iteration(s)), "
-                   f"SGD lr {b['reg_lr']:g}, batch {b['batch_size']} ({reg_epochs:.1f} epochs of the 8,000 images; paper: ~110,000 "
+                   f"SGD lr {b['reg_lr']:g}, batch {b['batch_size']} ({reg_epochs:.1f} epochs of the 45,000 images; paper: ~110,000 "
                    f"iterations at lr 1e-3); fine-tuning {b['ft_epochs']} epochs (step schedule, /10 at 50% and 75%), batch "
                    f"{b['batch_size']}, the same for L1 and TPP (paper: 120 epochs of 50,000 images). alpha 1000, weight decay 5e-4, "
                    f"momentum 0.9, seed {b['seed']}, one run per cell.")
-    md = [f'# TPP reproduction: ResNet-{args.depth} on CIFAR-10 (JPEG-75)', '']
-    if args.limit: md += [f'**Smoke test on {args.limit} images per split: not a result.**', '']
-    md += [f"Base: `adapted_cifar_resnet({args.depth})`, {100 * base_r['test_acc']:.2f}% test accuracy (paper's base: 93.78% on true CIFAR-10), "
+    md = [f'# TPP reproduction: ResNet-{args.depth} on CIFAR-10', '']
+    if args.limit or args.smoke: md += ['**Smoke test on a few images per split: not a result.**', '']
+    md += [f"Base: `load_cifar_resnet({args.depth})`, {100 * base_r['test_acc']:.2f}% test accuracy (paper's base: 93.78% on true CIFAR-10), "
           f"mean Jacobian singular value {base_r['jsv']:.3f}. Pruned: the first convolution of each of the {len(LAYERS)} blocks, "
-          "the same L1-chosen filters for every method. Test accuracy (%) on the 10,000 CIFAR-10 (JPEG-75) test images; "
+          "the same L1-chosen filters for every method. Test accuracy (%) on the 10,000 CIFAR-10 test images; "
           "one run each (binomial standard error about 0.3 points).", '', budget_text, '',
           '| Layer-wise PR | ' + ' | '.join(str(r) for r in args.ratios) + ' |', '|---' * (len(args.ratios) + 1) + '|']
     line = lambda label, f: md.append(f'| {label} | ' + ' | '.join(f(r) for r in args.ratios) + ' |')
@@ -186,7 +191,7 @@ def report():
     secs = sum(v.get('piece_seconds', 0) for v in state.values())
     md.append(f'- Compute: {secs / 60:.0f} minutes for the pieces above (regularization, fine-tuning, evaluation).')
     write_results('tpp', dict(complete=complete, budget=budget, budget_text=budget_text, base=base_r, rows=rs, verdict=verdict,
-                              paper={str(k): v for k, v in PAPER.items()}, compute_minutes=secs / 60), '\n'.join(md))
+                              paper={str(k): v for k, v in PAPER.items()}, compute_minutes=secs / 60), '\n'.join(md), out=OUT)
 
 piece('base', lambda: measure(base, {}))
 for r in args.ratios:
@@ -221,4 +226,4 @@ for r in args.ratios:
             return measure(m, {'val_curve': curve, 'train_seconds': secs})
         piece(f'tppft-{r}-{lr:g}', tppft)
 report()
-print((Path(__file__).parent / 'results' / 'tpp.md').read_text())
+print((OUT / 'tpp.md').read_text())

@@ -5,13 +5,14 @@ Statistics: 100 images per class of the validation split `cifar10('val')`; IterT
 class of the same split (2,000 images); every reported accuracy: the 10,000 images of `cifar10('test')`.
 At every parameter sparsity (ResNet-56: 3.5/7.6/12.3%, ResNet-20: 2.4/4.8/7.1%, the paper's rows, then 20/40%):
 TVSPrune one-shot (`allocation='paper'`, the layer-relative threshold, α bisected to the sparsity) with each score,
-IterTVSPrune (hellinger_diag, statistics re-collected at every step, one run through all sparsities), L1-norm filter
+IterTVSPrune (hellinger_diag, statistics re-collected at every step, one run through the paper's sparsities), L1-norm filter
 pruning and random pruning (uniform fraction per group, matched by bisection to the same parameter count), and
 Torch-Pruning's magnitude pruner (ratio matched by bisection to the same parameter count).
 Every method prunes only the blocks' inner channels (the groups with one producer): Torch-Pruning cannot prune more on
 these option-A ResNets (`residual_safe_ignored`), and TVSPrune keeps the residual streams whole too (`groups='single'`).
 Also: statistics time of one streaming pass vs the official per-sample, per-layer loop on 256 images.
-The rows run in order of importance (the paper's sparsities first, both models, then the others); the run is resumable:
+The rows run in order of importance (TVSPrune, L1 and IterTVSPrune at the paper's sparsities, ResNet-20 then ResNet-56;
+then random and Torch-Pruning; then 20/40%; then the other scores; the timing last); the run is resumable:
 finished rows are cached in `<out>/tvs.partial.json`, and tvs.json/tvs.md are rewritten after each step.
 Run: nice -n 5 python bench/tvs.py [--models resnet20 resnet56] [--out DIR] [--smoke]"""
 import sys, json, time, warnings
@@ -90,11 +91,17 @@ class Run:
         self.ignored = residual_safe_ignored(model)
 
     def base(self):
-        if 'base' not in self.r:
-            self.r['base'] = dict(test_acc=acc(self.model, self.Xt, self.Yt), params=self.base_params,
-                                  macs=count_macs(self.model, self.x, 'cpu'), groups_pruned='single', n_groups=len(self.chosen),
-                                  heldout_acc=acc(self.model, self.Xh, self.Yh))
-        if 'speed' not in self.r: self.r['speed'] = speed(self.model, self.Xs, self.Ys, self.names, *((32, 2) if self.smoke else ()))
+        if 'base' in self.r: return False
+        self.r['base'] = dict(test_acc=acc(self.model, self.Xt, self.Yt), params=self.base_params,
+                              macs=count_macs(self.model, self.x, 'cpu'), groups_pruned='single', n_groups=len(self.chosen),
+                              heldout_acc=acc(self.model, self.Xh, self.Yh))
+        print(self.name, self.r['base'], flush=True)
+        return True
+
+    def speed(self):
+        if 'speed' in self.r: return False
+        self.r['speed'] = speed(self.model, self.Xs, self.Ys, self.names, *((32, 2) if self.smoke else ()))
+        return True
 
     def scores(self, s):
         if not self._scores:
@@ -151,7 +158,7 @@ def markdown(res, smoke):
           '', 'Δ = change of test accuracy in points against the unpruned model; in brackets, the fraction of all parameters '
           "removed. Every method prunes only the blocks' inner channels (residual streams kept whole: `groups='single'`; "
           "Torch-Pruning cannot prune these option-A shortcuts). IterTVSPrune: `itertvsprune` (hellinger_diag) in sparsity "
-          'mode, one run through all sparsities, at most 5% of the parameters per step, statistics re-collected at every step. '
+          'mode, one run through the paper\'s sparsities, at most 5% of the parameters per step, statistics re-collected at every step. '
           "TVSPrune: one-shot `tvsprune(allocation='paper')`, the α of the paper's layer-relative threshold bisected to the "
           'sparsity. L1 and random: the same fraction of every group, matched to the parameter count by bisection (random: '
           "one seeded draw); Torch-Pruning: its magnitude pruner (group L2), ratio matched likewise. The paper's base "
@@ -197,21 +204,25 @@ def main():
     torch.manual_seed(0)
     data, t0 = load(args.smoke), time.perf_counter()
     runs = {}
-    for name in args.models:
+    for name in args.models[:1] if args.smoke else args.models:
         model = cifar_resnet(8).eval() if args.smoke else load_cifar_resnet(int(name[6:]))
         runs[name] = Run(name, model, data, res.setdefault(name, {}), args.smoke)
-    paper = lambda name: [0.05, 0.1] if args.smoke else list(PAPER[name])
+    paper = lambda name: [0.1] if args.smoke else list(PAPER[name])
     extra = lambda name: [] if args.smoke else EXTRA
-    steps = ([(n, 'base', None) for n in runs] +
-             [(n, m, sp) for n in runs for sp in paper(n) for m in ['tvs_hellinger_diag'] + BASELINES] +
-             [(n, 'iter', None) for n in runs] +
-             [(n, m, sp) for n in runs for sp in extra(n) for m in ['tvs_hellinger_diag'] + BASELINES] +
-             [(n, m, sp) for n in runs for sp in paper(n) + extra(n) for m in ('tvs_hellinger_iso', 'tvs_mean_diff')])
+    first, then = ['tvs_hellinger_diag', 'l1'], ['random', 'torch_pruning']
+    steps = ([(n, m, None) for n in runs for m in ['base'] + [(m2, sp) for sp in paper(n) for m2 in first] + ['iter']] +
+             [(n, (m, sp), None) for n in runs for sp in paper(n) for m in then] +
+             [(n, (m, sp), None) for n in runs for sp in extra(n) for m in first + then] +
+             [(n, (m, sp), None) for n in runs for sp in paper(n) + extra(n) for m in ('tvs_hellinger_iso', 'tvs_mean_diff')] +
+             [(n, 'speed', None) for n in runs])
     save = lambda: (partial.write_text(json.dumps(res, indent=1, default=str)),
                     write_results('tvs', res, markdown(res, args.smoke), out=out))
-    for name, what, sp in steps:
+    for name, what, _ in steps:
         run = runs[name]
-        done = (run.base() or True) if what == 'base' else run.iterative(paper(name) + extra(name)) if what == 'iter' else run.row(sp, what)
+        if what == 'base': done = run.base()
+        elif what == 'speed': done = run.speed()
+        elif what == 'iter': done = run.iterative(paper(name))
+        else: done = run.row(what[1], what[0])
         if done: res['seconds_last_run'] = time.perf_counter() - t0; save()
     save()
     print(markdown(res, args.smoke))

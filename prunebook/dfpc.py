@@ -4,213 +4,21 @@
 
 # %% ../nbs/20_dfpc.ipynb #a2a70d5f
 from __future__ import annotations
-import math, operator, warnings
+import warnings
 from typing import Callable, Mapping, Sequence
-import numpy as np
-import scipy.sparse as sp
-import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
-import torchvision
-from torch.fx.node import map_aggregate, map_arg
-from .core import as_inputs, count_macs, count_params, model_device
-from .graph import ChannelGraph, ChannelGroup, channel_groups, pad_args, _first_input, _arg
+import torch, torch.nn as nn, torch.fx as fx
+from .core import model_device
+from .graph import ChannelGraph, ChannelGroup, channel_groups, _first_input
 from .surgery import remove_channels, l1_scores
-from .models import records_arch
+from .allocation import RULES, SizeModel, allocate, bisect
+from .dataflow import rowsum, colsum, transfer, flow, node_order
 
 # %% auto #0
-__all__ = ['METRICS', 'abs_conv', 'rowsum', 'colsum', 'dataflow_pairs', 'lexicographic_pairs', 'dfpc_saliency', 'unroll_conv2d',
-           'unrolled_saliency', 'channel_scores', 'is_coupled', 'removal_order', 'PruningSize', 'dfpc_plan',
-           'dfpc_prune', 'cifar_stem_resnet', 'cifar_mobilenet_v2']
+__all__ = ['METRICS', 'dataflow_pairs', 'lexicographic_pairs', 'dfpc_saliency', 'dfpc_scores', 'is_coupled', 'removal_order',
+           'dfpc_plan', 'dfpc_prune']
 
-# %% ../nbs/20_dfpc.ipynb #48d1dec1
-def _conv_fns(m: nn.Module) -> tuple[Callable, Callable]:
-    "The functional convolution and transposed convolution matching `m`'s dimension."
-    n = m.weight.dim() - 2
-    return getattr(F, f'conv{n}d'), getattr(F, f'conv_transpose{n}d')
-
-def _padding(m: nn.Module, name: str = '') -> tuple:
-    "`m`'s zero padding as numbers ('valid' and 'same' resolved)."
-    n = m.weight.dim() - 2
-    if m.padding == 'valid': return (0,) * n
-    if m.padding == 'same':
-        total = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
-        if any(t % 2 for t in total): raise NotImplementedError(f"dfpc: {name or type(m).__name__} has padding='same' with an even kernel (asymmetric padding)")
-        return tuple(t // 2 for t in total)
-    return tuple(m.padding)
-
-def _check_conv(m: nn.Module, name: str):
-    if isinstance(m, nn.modules.conv._ConvTransposeNd):
-        raise NotImplementedError(f'dfpc: transposed convolution {name!r} as producer or consumer is not supported')
-
-def _pointwise(m: nn.Module) -> bool:
-    "Whether convolution `m` is 1×1 with stride 1 and no padding."
-    return (all(k == 1 for k in m.kernel_size) and all(v == 1 for v in m.stride)
-            and (m.padding == 'valid' or m.padding == 'same' or all(p == 0 for p in m.padding)))
-
-def abs_conv(m: nn.Module, # a convolution (any dimension, grouped or depthwise)
-             x: torch.Tensor, # a non-negative map shaped like `m`'s input
-             name: str = '', # `m`'s name, for error messages
-            ) -> torch.Tensor:
-    "Convolution `m` with its weights replaced by their absolute values and no bias, applied to the map `x`."
-    _check_conv(m, name)
-    conv, _ = _conv_fns(m)
-    pad = _padding(m, name)
-    if m.padding_mode != 'zeros':
-        x, pad = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode), 0
-    return conv(x, m.weight.detach().abs().to(x.dtype), None, m.stride, pad, m.dilation, m.groups)
-
-def rowsum(m: nn.Module, # the producer: a convolution or linear layer
-           in_shape: Sequence[int], # the shape of its input (batch of one)
-           out_shape: Sequence[int], # the shape of its output (batch of one)
-           name: str = '', # its name, for error messages
-           device=None, # where to compute (default: the CPU)
-          ) -> torch.Tensor:
-    "`J 1` for the producer `m`: the row sums of its unrolled |weight| matrix, laid out as its output (batch of one)."
-    W = m.weight.detach()
-    if isinstance(m, nn.Linear): return W.abs().sum(1).float().to(device).expand(tuple(out_shape)).clone()
-    _check_conv(m, name)
-    if _pointwise(m):   # a 1×1 convolution without stride or padding: every output position sees one full filter
-        return W.abs().flatten(1).sum(1).float().to(device).view(1, -1, *[1] * (len(out_shape) - 2)).expand(tuple(out_shape))
-    return abs_conv(m, torch.ones(tuple(in_shape), device=device), name)
-
-def colsum(m: nn.Module, # the consumer: a convolution or linear layer
-           in_shape: Sequence[int], # the shape of its input (batch of one)
-           out_shape: Sequence[int], # the shape of its output (batch of one)
-           name: str = '', # its name, for error messages
-           device=None, # where to compute (default: the CPU)
-          ) -> torch.Tensor:
-    "`Mᵀ 1` for the consumer `m`: the column sums of its unrolled |weight| matrix, laid out as its input (batch of one)."
-    W = m.weight.detach().abs().float().to(device)
-    if isinstance(m, nn.Linear): return W.sum(0).expand(tuple(in_shape)).clone()
-    _check_conv(m, name)
-    if _pointwise(m) and m.groups == 1: return W.transpose(0, 1).flatten(1).sum(1).view(1, -1, *[1] * (len(in_shape) - 2)).expand(tuple(in_shape))
-    if m.padding_mode != 'zeros': raise NotImplementedError(f'dfpc: consumer {name!r} pads with {m.padding_mode!r}; only zero padding is supported')
-    _, conv_t = _conv_fns(m)
-    c = conv_t(torch.ones(tuple(out_shape), device=device), W, None, m.stride, 0, 0, m.groups, m.dilation)
-    for d, p in zip(range(2, c.dim()), _padding(m, name)):    # full adjoint, then crop the padding away
-        c = c.narrow(d, p, min(in_shape[d], c.shape[d] - p))
-    fill = []
-    for d in reversed(range(2, c.dim())): fill += [0, in_shape[d] - c.shape[d]]   # rows no output reads: colsum 0
-    return F.pad(c, fill)
-
-# %% ../nbs/20_dfpc.ipynb #cfff3af0
-_MUL = {operator.mul, operator.imul, torch.mul, torch.multiply, 'mul', 'mul_'}
-_DIV = {operator.truediv, operator.itruediv, torch.div, torch.divide, torch.true_divide, 'div', 'div_', 'true_divide'}
-
-def _data_nodes(node: fx.Node) -> list[fx.Node]:
-    "The graph nodes inside `node`'s first (data) argument."
-    out = []
-    first = node.args[0] if node.args else next(iter(node.kwargs.values()), None)
-    map_arg(first, lambda n: out.append(n))
-    return out
-
-def _zeros(graph: ChannelGraph, n: fx.Node, device):
-    "A map of zeros shaped like node `n`'s value (a nested structure for multi-output nodes)."
-    return map_aggregate(graph.ids[n], lambda t: torch.zeros(t.shape, device=device) if isinstance(t, torch.Tensor) else t)
-
-def _pool_args(graph: ChannelGraph, node: fx.Node) -> tuple:
-    "kernel_size, stride, padding, dilation, ceil_mode of a max-pooling node."
-    if node.op == 'call_module':
-        m = graph.modules[node.target]
-        return m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
-    k = _arg(node, 1, 'kernel_size')
-    return k, _arg(node, 2, 'stride') or k, _arg(node, 3, 'padding', 0), _arg(node, 4, 'dilation', 1), _arg(node, 5, 'ceil_mode', False)
-
-def _spatial_rule(graph: ChannelGraph, node: fx.Node, x: torch.Tensor, apply: Callable) -> torch.Tensor:
-    "Pooling and resampling on a map: linear ones apply as they are; max-pooling becomes sum-pooling (a bound)."
-    t = node.target
-    m = graph.modules[t] if node.op == 'call_module' else None
-    is_max = isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) or t in (F.max_pool1d, F.max_pool2d, F.max_pool3d)
-    if is_max:      # |max(u) - max(v)| <= max|u - v| <= sum of |u - v| over the window
-        k, s, p, d, ceil = _pool_args(graph, node)
-        n = x.dim() - 2
-        if any(v != 1 for v in ((d,) * n if isinstance(d, int) else d)): raise NotImplementedError(f'dfpc: dilated max-pooling {node.name}')
-        if n == 1: return F.avg_pool1d(x, k, s, p, ceil, True) * (k if isinstance(k, int) else k[0])
-        return getattr(F, f'avg_pool{n}d')(x, k, s, p, ceil, True, 1)
-    if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) or t in (
-            F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d):
-        out = graph.ids[node].shape
-        if math.prod(out[2:]) != 1: raise NotImplementedError(f'dfpc: adaptive max-pooling {node.name} to a size other than 1')
-        return x.sum(dim=tuple(range(2, x.dim())), keepdim=True).reshape(out)
-    if isinstance(m, (nn.LPPool1d, nn.LPPool2d)) or t in (F.lp_pool1d, F.lp_pool2d):
-        raise NotImplementedError(f'dfpc: no rule for Lp-pooling {node.name}')
-    return apply()
-
-def _transfer(graph: ChannelGraph, node: fx.Node, maps: dict, device):
-    "The map at `node`'s output given the maps of its inputs in `maps` (None: nothing passes; ('arrive', map): a consumer)."
-    kind, data = graph.kind.get(node), _first_input(node)
-    if kind in ('conv', 'linear'):
-        m = graph.modules[node.target]
-        if kind == 'conv' and m.groups == m.in_channels == m.out_channels and m.groups > 1:   # depthwise: a dependent
-            return abs_conv(m, maps[data], node.target) if data in maps else None
-        return ('arrive', maps[data]) if data in maps else None
-    if kind in ('opaque', 'normalizing', 'output', 'meta', None): return None
-    if not any(n in maps for n in _data_nodes(node)) and kind != 'ew': return None
-    apply = lambda: graph.apply(node, lambda n: maps[n] if n in maps else _zeros(graph, n, device),
-                                lambda n: graph.meta[n] if n in graph.meta else _zeros(graph, n, device))
-    if kind == 'norm':
-        m = graph.modules[node.target]
-        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.running_var is None:
-            raise ValueError(f'dfpc: {node.target!r} ({type(m).__name__}) has no running statistics; DFPC needs BatchNorm in eval mode')
-        scale = (m.running_var.detach().float() + m.eps).rsqrt().to(device)
-        if m.weight is not None: scale = scale * m.weight.detach().float().abs().to(device)
-        x = maps[data]
-        return x * scale.view(-1, *[1] * (x.dim() - 2))
-    if kind == 'prelu':
-        m, x = graph.modules[node.target], maps[data]
-        a = m.weight.detach().float().abs().clamp(min=1).to(device)
-        return x * a.view(-1, *[1] * (x.dim() - 2)) if a.numel() > 1 else x * a
-    if kind == 'ew':
-        ins = [maps[n] for n in node.all_input_nodes if n in maps]
-        shape = graph.ids[node].shape
-        out = sum(torch.broadcast_to(t, shape) for t in ins)
-        args = list(node.args)
-        if node.target in _MUL:
-            for a in args:
-                if isinstance(a, (int, float)): out = out * abs(a)
-        if node.target in _DIV and len(args) > 1 and isinstance(args[1], (int, float)): out = out / abs(args[1])
-        return out
-    if kind == 'dm': return apply()
-    if kind == 'pad':
-        pad, mode = pad_args(graph, node, lambda a: map_arg(a, lambda n: graph.meta[n]))
-        return F.pad(maps[data], pad, mode='constant', value=0.0) if mode == 'constant' else F.pad(maps[data], pad, mode=mode)
-    if kind == 'spatial': return _spatial_rule(graph, node, maps[data], apply)
-    if kind == 'reduce':
-        name = getattr(node.target, '__name__', node.target)
-        if name in ('mean', 'sum'): return apply()
-        if name in ('amax', 'amin'):    # a max over positions is bounded by their sum
-            dims, keep = _arg(node, 1, 'dim'), _arg(node, 2, 'keepdim', False)
-            x = maps[data]
-            return x.sum(dim=dims, keepdim=keep) if dims is not None else x.sum()
-        raise NotImplementedError(f'dfpc: no rule for reduction {name!r} ({node.name})')
-    raise NotImplementedError(f'dfpc: no rule for {kind} operation {node.name} ({node.target})')
-
-# %% ../nbs/20_dfpc.ipynb #1b769ff8
-def _order(graph: ChannelGraph) -> tuple[list, dict, dict]:
-    "The graph's nodes in execution (topological) order, their positions, and each node's last use."
-    if getattr(graph, '_dfpc_order', None) is None:
-        nodes = list(graph.gm.graph.nodes)
-        pos = {n: i for i, n in enumerate(nodes)}
-        last = {n: max((pos[u] for u in n.users), default=pos[n]) for n in nodes}
-        graph._dfpc_order = (nodes, pos, last)
-    return graph._dfpc_order
-
-def _flow(graph: ChannelGraph, src: fx.Node, value: torch.Tensor, device=None) -> dict[fx.Node, torch.Tensor]:
-    "Push the map `value` (at `src`'s output) forward through the transfer operations; the map arriving at each consumer reached."
-    nodes, pos, last = _order(graph)
-    maps, arrivals = {src: value}, {}
-    for node in nodes[pos[src] + 1:]:
-        if not maps: break
-        if not any(n in maps for n in node.all_input_nodes): continue
-        out = _transfer(graph, node, maps, device)
-        if isinstance(out, tuple) and len(out) == 2 and out[0] == 'arrive':
-            arrivals[node] = arrivals[node] + out[1] if node in arrivals else out[1]
-        elif out is not None: maps[node] = out
-        for n in node.all_input_nodes:
-            if n in maps and last[n] <= pos[node]: del maps[n]
-    return arrivals
-
-# %% ../nbs/20_dfpc.ipynb #5024a82e
-def _is_consumer_node(graph: ChannelGraph, node: fx.Node) -> bool:
+# %% ../nbs/20_dfpc.ipynb #57d12068
+def is_consumer_node(graph: ChannelGraph, node: fx.Node) -> bool:
     "Whether `node` is a convolution or linear layer that consumes channels (not a depthwise convolution)."
     if graph.kind.get(node) == 'linear': return True
     if graph.kind.get(node) != 'conv': return False
@@ -224,11 +32,12 @@ def _reach(graph: ChannelGraph, src: fx.Node) -> set[str]:
         for u in todo.pop().users:
             if u in seen: continue
             seen.add(u)
-            if _is_consumer_node(graph, u):
+            if is_consumer_node(graph, u):
                 if u.args and _first_input(u) in seen: hit.add(u.target)
             elif graph.kind.get(u) not in ('opaque', 'normalizing', 'output', 'meta'): todo.append(u)
     return hit
 
+# %% ../nbs/20_dfpc.ipynb #816e15a5
 def dataflow_pairs(group: ChannelGroup, # a channel group from `channel_groups`
                   ) -> list[tuple[str, str]]:
     "The (producer, consumer) pairs of `group` joined by a data path, from the traced graph."
@@ -244,8 +53,8 @@ def lexicographic_pairs(group: ChannelGroup, # a channel group from `channel_gro
     "The pairs the official DFPC code scores: consumer name after producer name as strings, or a consumer named 'fc'."
     return [(a, b) for b in group.consumers for a in group.producers if b > a or 'fc' in b]
 
-# %% ../nbs/20_dfpc.ipynb #a0705f61
-def _check_groups(model: nn.Module, groups: Sequence[ChannelGroup], who: str):
+# %% ../nbs/20_dfpc.ipynb #6b5198ce
+def check_groups(model: nn.Module, groups: Sequence[ChannelGroup], who: str):
     "`groups` must come from `channel_groups(model, ...)`."
     if not groups: raise ValueError(f'{who}: `groups` is empty')
     theirs = {n: tuple(p.shape) for n, p in groups[0].graph.model.named_parameters()}
@@ -280,6 +89,7 @@ def _own_bn_scale(graph: ChannelGraph, node: fx.Node, device) -> torch.Tensor | 
             return (s * m.weight.detach().float().abs() if m.weight is not None else s).to(device)
     return 1.0
 
+# %% ../nbs/20_dfpc.ipynb #1649b56a
 def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None) -> dict:
     "{group: {(producer, consumer): per-channel contribution}} for every prunable group."
     graph, rule = groups[0].graph, _pair_rule(pairs)
@@ -302,12 +112,12 @@ def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None
         c = torch.zeros(len(g), device=device).index_add_(0, owner, v[flat])
         out[g][key] = out[g][key] + c if key in out[g] else c
     for node in graph.gm.graph.nodes:
-        if node.op != 'call_module' or graph.kind.get(node) not in ('conv', 'linear') or not _is_consumer_node(graph, node): continue
+        if node.op != 'call_module' or graph.kind.get(node) not in ('conv', 'linear') or not is_consumer_node(graph, node): continue
         a = node.target
         if not any(a == p for (p, _) in by_pair): continue
         R0 = rowsum(graph.modules[a], graph.ids[_first_input(node)].shape, graph.ids[node].shape, a, device)
         producer_nodes[a] = (node, R0)
-        for b_node, R in _flow(graph, node, R0, device).items():
+        for b_node, R in flow(graph, node, R0, device).items():
             gs = by_pair.get((a, b_node.target), [])
             if not gs: continue
             v = consumer_sums(b_node, R)
@@ -328,16 +138,17 @@ def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None
                 out[g][(a, b)] = (J[0, pa] * C[0, pb]).flatten(1).sum(1)
     return out
 
+# %% ../nbs/20_dfpc.ipynb #fcdd4b47
 def _backward_saliency(groups: Sequence[ChannelGroup], device=None) -> dict:
     "BGSC in one backward pass: {group: scores} over all data-flow pairs, via the adjoint of the transfer operations."
     graph = groups[0].graph
-    nodes, pos, last = _order(graph)
+    nodes, pos, last = node_order(graph)
     targets = [g for g in groups if g.prunable]
     producers = {a for g in targets for a in g.producers}
     leaves, maps, loss = {}, {}, None
     with torch.enable_grad():
         for node in nodes:
-            if node.op == 'call_module' and _is_consumer_node(graph, node):
+            if node.op == 'call_module' and is_consumer_node(graph, node):
                 data = _first_input(node)
                 if data in maps:                  # arrival: <colsum_b, map at b's input>
                     C = colsum(graph.modules[node.target], graph.ids[data].shape, graph.ids[node].shape, node.target, device)
@@ -347,7 +158,7 @@ def _backward_saliency(groups: Sequence[ChannelGroup], device=None) -> dict:
                     R = rowsum(graph.modules[node.target], graph.ids[data].shape, graph.ids[node].shape, node.target, device)
                     leaves[node] = maps[node] = R.detach().clone().requires_grad_(True)
             elif any(n in maps for n in node.all_input_nodes):
-                out = _transfer(graph, node, maps, device)
+                out = transfer(graph, node, maps, device)
                 if out is not None: maps[node] = out
             for n in node.all_input_nodes:
                 if n in maps and last[n] <= pos[node] and n not in leaves: del maps[n]
@@ -364,6 +175,7 @@ def _backward_saliency(groups: Sequence[ChannelGroup], device=None) -> dict:
             out[g].index_add_(0, owner, v[flat])
     return out
 
+# %% ../nbs/20_dfpc.ipynb #1484018c
 def dfpc_saliency(model: nn.Module, # the network (in eval mode: BatchNorm running statistics are used); not modified
                   example_inputs, # a tensor or tuple fixing the input size (the first sample is used)
                   groups: Sequence[ChannelGroup] | None = None, # `channel_groups(model, example_inputs)`, to skip tracing again
@@ -373,7 +185,7 @@ def dfpc_saliency(model: nn.Module, # the network (in eval mode: BatchNorm runni
                  ) -> dict:
     "DFPC's data-free saliency (BGSC) of every channel of every prunable channel group of `model`: {group: scores}."
     if groups is None: groups = channel_groups(model, example_inputs)
-    _check_groups(model, groups, 'dfpc_saliency')
+    check_groups(model, groups, 'dfpc_saliency')
     device = torch.device(device) if device is not None else model_device(model)
     _pair_rule(pairs)
     if pairs == 'dataflow' and not by_pair: return {g: s.cpu() for g, s in _backward_saliency(groups, device).items()}
@@ -381,202 +193,10 @@ def dfpc_saliency(model: nn.Module, # the network (in eval mode: BatchNorm runni
     if by_pair: return {g: {k: v.cpu() for k, v in d.items()} for g, d in contrib.items()}
     return {g: (sum(d.values()) if d else torch.zeros(len(g), device=device)).cpu() for g, d in contrib.items()}
 
-# %% ../nbs/20_dfpc.ipynb #a9168985
-def unroll_conv2d(weight: torch.Tensor, # (C_out, C_in / groups, k_h, k_w)
-                  in_shape: Sequence[int], # (C_in, H, W)
-                  stride=1, # int or (s_h, s_w), as in `nn.Conv2d`
-                  padding=0, # zero padding, int or (p_h, p_w), as in `nn.Conv2d`
-                  dilation=1, # int or (d_h, d_w), as in `nn.Conv2d`
-                  groups: int = 1, # channel groups, as in `nn.Conv2d`; C_out and C_in divisible by it
-                 ) -> sp.csr_matrix:
-    "The unrolled (Toeplitz) matrix of a 2-d convolution with `weight` on inputs of shape (C, H, W), by index arithmetic."
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
-    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
-    Wt = weight.detach().double().cpu().numpy()
-    co_n, ci_g, kh, kw = Wt.shape
-    C, H, Wd = in_shape
-    Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (Wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    per_out = co_n // groups
-    rows, cols, vals = [], [], []
-    co, ci = np.arange(co_n)[:, None, None, None], np.arange(ci_g)[None, :, None, None]
-    cin = (co // per_out) * ci_g + ci                                 # absolute input channel of each (co, ci)
-    for i in range(kh):
-        for j in range(kw):
-            oh, ow = np.arange(Ho), np.arange(Wo)
-            ih, iw = oh * sh - ph + i * dh, ow * sw - pw + j * dw
-            oh, ih = oh[(ih >= 0) & (ih < H)], ih[(ih >= 0) & (ih < H)]
-            ow, iw = ow[(iw >= 0) & (iw < Wd)], iw[(iw >= 0) & (iw < Wd)]
-            if not len(oh) or not len(ow): continue
-            shape = (co_n, ci_g, len(oh), len(ow))
-            r = co * Ho * Wo + oh[None, None, :, None] * Wo + ow[None, None, None, :]
-            c = cin * H * Wd + ih[None, None, :, None] * Wd + iw[None, None, None, :]
-            rows.append(np.broadcast_to(r, shape).ravel()); cols.append(np.broadcast_to(c, shape).ravel())
-            vals.append(np.broadcast_to(Wt[:, :, i, j][:, :, None, None], shape).ravel())
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(co_n * Ho * Wo, C * H * Wd))
-
-def _layer_matrix(m: nn.Module, in_shape: Sequence[int], name: str) -> sp.csr_matrix:
-    "The unrolled |matrix| of convolution or linear layer `m` for one input of shape `in_shape` (without the batch)."
-    if isinstance(m, nn.Linear):
-        lead = math.prod(in_shape[:-1])
-        return sp.kron(sp.identity(lead), sp.csr_matrix(m.weight.detach().double().abs().cpu().numpy())).tocsr()
-    if m.weight.dim() != 4 or isinstance(m, nn.modules.conv._ConvTransposeNd) or m.padding_mode != 'zeros':
-        raise NotImplementedError(f'unrolled_saliency: {name!r} is not a zero-padded Conv2d')
-    return unroll_conv2d(m.weight.abs(), in_shape, m.stride, _padding(m, name), m.dilation, m.groups)
-
-def _index_matrix(graph: ChannelGraph, node: fx.Node, data: list, mats: dict, n_src: int) -> sp.csr_matrix:
-    "Data movement as a 0/1 matrix: run the operation on position numbers and read where each output came from."
-    offs, off, ids = {}, 0, {}
-    for n in data:
-        shape = graph.ids[n].shape
-        ids[n] = (torch.arange(math.prod(shape), dtype=torch.float64) + 1 + off).view(shape)
-        offs[n], off = off, off + math.prod(shape)
-    kind = graph.kind[node]
-    if kind == 'pad':
-        pad, mode = pad_args(graph, node, lambda a: map_arg(a, lambda n: graph.meta[n]))
-        if mode != 'constant': raise NotImplementedError(f'unrolled_saliency: {mode} padding')
-        out = F.pad(ids[data[0]], pad, value=0.0)
-    else: out = graph.apply(node, lambda n: ids[n], lambda n: graph.meta[n] if n in graph.meta else torch.zeros(graph.ids[n].shape))
-    src = out.reshape(-1).round().long().numpy() - 1
-    keep = np.nonzero(src >= 0)[0]
-    S = sp.csr_matrix((np.ones(len(keep)), (keep, src[keep])), shape=(len(src), off))
-    stacked = sp.vstack([mats[n] if n in mats else sp.csr_matrix((math.prod(graph.ids[n].shape), n_src)) for n in data])
-    return (S @ stacked).tocsr()
-
-def _pool_matrix(x_shape: Sequence[int], k, s, p, scale: float) -> sp.csr_matrix:
-    "Pooling with a (k×k, stride s, padding p) window as a depthwise matrix of constant `scale`."
-    C = x_shape[1]
-    w = torch.full((C, 1, *((k, k) if isinstance(k, int) else k)), scale, dtype=torch.float64)
-    return unroll_conv2d(w, x_shape[1:], s, p, 1, C)
-
-def _transfer_matrix(graph: ChannelGraph, node: fx.Node, mats: dict, n_src: int):
-    "The explicit-matrix version of `_transfer`: the matrix from the source to `node`'s output (or an arrival)."
-    kind, data = graph.kind.get(node), _first_input(node)
-    if kind in ('conv', 'linear'):
-        m = graph.modules[node.target]
-        if kind == 'conv' and m.groups == m.in_channels == m.out_channels and m.groups > 1:
-            return (_layer_matrix(m, graph.ids[data].shape[1:], node.target) @ mats[data]).tocsr() if data in mats else None
-        return ('arrive', mats[data]) if data in mats else None
-    if kind in ('opaque', 'normalizing', 'output', 'meta', None): return None
-    dn = _data_nodes(node)
-    shape = graph.ids[node].shape if isinstance(graph.ids.get(node), torch.Tensor) else None
-    if kind == 'norm':
-        m = graph.modules[node.target]
-        s = (m.running_var.detach().double() + m.eps).rsqrt() * (m.weight.detach().double().abs() if m.weight is not None else 1)
-        reps = math.prod(shape[2:])
-        return (sp.diags(np.repeat(s.cpu().numpy(), reps)) @ mats[data]).tocsr()
-    if kind == 'ew':
-        ins = [n for n in node.all_input_nodes if n in mats]
-        total = None
-        for n in ins:
-            M = mats[n] if tuple(graph.ids[n].shape) == tuple(shape) else _broadcast_matrix(graph.ids[n].shape, shape) @ mats[n]
-            total = M if total is None else total + M
-        for a in node.args:
-            if node.target in _MUL and isinstance(a, (int, float)): total = total * abs(a)
-        if node.target in _DIV and len(node.args) > 1 and isinstance(node.args[1], (int, float)): total = total / abs(node.args[1])
-        return total.tocsr()
-    if not any(n in mats for n in dn): return None
-    if kind in ('dm', 'pad'): return _index_matrix(graph, node, dn, mats, n_src)
-    t = node.target
-    m = graph.modules.get(t) if node.op == 'call_module' else None
-    xs = graph.ids[data].shape
-    if kind == 'spatial':
-        if isinstance(m, nn.AdaptiveAvgPool2d) or t is F.adaptive_avg_pool2d:
-            if math.prod(shape[2:]) != 1: raise NotImplementedError('unrolled_saliency: adaptive pooling to more than 1×1')
-            P = sp.kron(sp.identity(xs[1]), np.full((1, xs[2] * xs[3]), 1 / (xs[2] * xs[3])))
-            return (P @ mats[data]).tocsr()
-        if isinstance(m, nn.AvgPool2d) and not m.ceil_mode and m.count_include_pad:
-            k = (m.kernel_size,) * 2 if isinstance(m.kernel_size, int) else m.kernel_size
-            return (_pool_matrix(xs, k, m.stride, m.padding, 1 / (k[0] * k[1])) @ mats[data]).tocsr()
-        if isinstance(m, nn.MaxPool2d) and not m.ceil_mode and m.dilation in (1, (1, 1)):
-            return (_pool_matrix(xs, m.kernel_size, m.stride, m.padding, 1.0) @ mats[data]).tocsr()
-    if kind == 'reduce' and getattr(t, '__name__', t) == 'mean' and math.prod(shape) == xs[1]:
-        P = sp.kron(sp.identity(xs[1]), np.full((1, math.prod(xs[2:])), 1 / math.prod(xs[2:])))
-        return (P @ mats[data]).tocsr()
-    raise NotImplementedError(f'unrolled_saliency: no matrix for {kind} operation {node.name}')
-
-def _broadcast_matrix(src_shape, dst_shape) -> sp.csr_matrix:
-    "The 0/1 matrix of `torch.broadcast_to` from `src_shape` to `dst_shape`."
-    idx = torch.broadcast_to(torch.arange(math.prod(src_shape)).view(tuple(src_shape)), tuple(dst_shape)).reshape(-1).numpy()
-    return sp.csr_matrix((np.ones(len(idx)), (np.arange(len(idx)), idx)), shape=(len(idx), math.prod(src_shape)))
-
-def _flow_matrix(graph: ChannelGraph, src: fx.Node) -> dict[fx.Node, sp.csr_matrix]:
-    "The explicit transfer matrices from `src`'s output to the input of every consumer reached."
-    nodes, pos, last = _order(graph)
-    n_src = math.prod(graph.ids[src].shape)
-    mats, arrivals = {src: sp.identity(n_src, format='csr')}, {}
-    for node in nodes[pos[src] + 1:]:
-        if not mats: break
-        if not any(n in mats for n in node.all_input_nodes): continue
-        out = _transfer_matrix(graph, node, mats, n_src)
-        if isinstance(out, tuple) and out[0] == 'arrive': arrivals[node] = arrivals[node] + out[1] if node in arrivals else out[1]
-        elif out is not None: mats[node] = out
-        for n in node.all_input_nodes:
-            if n in mats and last[n] <= pos[node]: del mats[n]
-    return arrivals
-
-def _sum_of_product(A, B, rows: int = 4096) -> float:
-    "The sum of all entries of the matrix product `A @ B`, formed in blocks of `rows` rows of `A` to bound memory."
-    return sum(float((A[i:i + rows] @ B).sum()) for i in range(0, A.shape[0], rows))
-
-def unrolled_saliency(model: nn.Module, # the network (Conv2d, Linear, BatchNorm, option-A shortcuts, pooling)
-                      example_inputs, # a tensor or tuple fixing the input size
-                      groups: Sequence[ChannelGroup] | None = None, # `channel_groups(model, example_inputs)`
-                      dense: bool = False, # dense float64 arrays instead of `scipy.sparse` matrices
-                      channels: Mapping | None = None, # {group (or index): channel indices} to compute; others NaN
-                      timings: dict | None = None, # receives the seconds spent building matrices and multiplying them
-                     ) -> dict:
-    "Reference for `dfpc_saliency`: per channel, Σ over data-flow pairs of the entries of M_b[:, S_k] T J_a, all explicit; slow."
-    import time
-    clock = {'build_s': 0.0, 'products_s': 0.0}
-    if groups is None: groups = channel_groups(model, example_inputs)
-    _check_groups(model, groups, 'unrolled_saliency')
-    graph = groups[0].graph
-    todo = {g: list(range(len(g))) for g in groups if g.prunable} if channels is None else {
-        (g if isinstance(g, ChannelGroup) else groups[g]): list(ks) for g, ks in channels.items()}
-    out = {g: torch.full((len(g),), float('nan'), dtype=torch.float64) for g in todo}
-    for g, ks in todo.items(): out[g][ks] = 0.0
-    gpairs = {g: set(dataflow_pairs(g)) for g in todo}
-    wanted = set().union(*gpairs.values())
-    layer = {}
-    def matrix(node):
-        if node not in layer:
-            M = _layer_matrix(graph.modules[node.target], graph.ids[_first_input(node)].shape[1:], node.target)
-            layer[node] = M.toarray() if dense else M
-        return layer[node]
-    with torch.no_grad():
-        for a_node in graph.gm.graph.nodes:
-            if not (a_node.op == 'call_module' and _is_consumer_node(graph, a_node)
-                    and any(a_node.target == a for a, _ in wanted)): continue
-            t0 = time.perf_counter()
-            J, flows = matrix(a_node), _flow_matrix(graph, a_node)
-            clock['build_s'] += time.perf_counter() - t0
-            for b_node, T in flows.items():
-                if (a_node.target, b_node.target) not in wanted: continue
-                t0 = time.perf_counter()
-                M, T = matrix(b_node), (T.toarray() if dense else T)
-                clock['build_s'] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                in_shape = graph.ids[_first_input(b_node)].shape
-                per = 1 if graph.kind[b_node] == 'linear' else math.prod(in_shape[2:])
-                for g, ks in todo.items():
-                    if (a_node.target, b_node.target) not in gpairs[g]: continue
-                    ps = g.positions(b_node.target, 'in')
-                    for k in ks:
-                        S = np.concatenate([np.arange(p * per, (p + 1) * per) for p in ps[k]])
-                        if graph.kind[b_node] == 'linear' and len(in_shape) > 2:   # features repeat over leading positions
-                            S = np.concatenate([S + r * in_shape[-1] for r in range(math.prod(in_shape[1:-1]))])
-                        TS = T[S, :]
-                        cols = np.unique(TS.nonzero()[1])                       # a's positions feeding channel k
-                        # the full product M_b[:, S_k] T[S_k, :] J_a (T's zero columns left out), entries summed
-                        out[g][k] += _sum_of_product(M[:, S], TS[:, cols] @ J[cols, :])
-                clock['products_s'] += time.perf_counter() - t0
-    if timings is not None: timings.update(clock)
-    return out
-
-# %% ../nbs/20_dfpc.ipynb #ec94f9c3
+# %% ../nbs/20_dfpc.ipynb #6227abe4
 METRICS = ('macs', 'params', 'channels')
 
-def channel_scores(model: nn.Module, # the network; not modified
+def dfpc_scores(model: nn.Module, # the network; not modified
                    example_inputs, # a tensor or tuple fixing the input size
                    groups: Sequence[ChannelGroup] | None = None, # `channel_groups(model, example_inputs)`
                    score: str = 'dfpc', # 'dfpc', 'l1' (grouped L1 norm of the producers' filters) or 'random'
@@ -587,18 +207,19 @@ def channel_scores(model: nn.Module, # the network; not modified
     "{group: per-channel scores} for every prunable group: `score` = 'dfpc' (`dfpc_saliency`), 'l1' (grouped L1 norm) or 'random'."
     if score not in ('dfpc', 'l1', 'random'): raise ValueError(f"score={score!r}: expected 'dfpc', 'l1' or 'random'")
     if groups is None: groups = channel_groups(model, example_inputs)
-    _check_groups(model, groups, 'channel_scores')
+    check_groups(model, groups, 'dfpc_scores')
     if score == 'dfpc': return dfpc_saliency(model, example_inputs, groups, pairs, device=device)
     if score == 'l1': return {g: l1_scores(g) for g in groups if g.prunable}
     gen = torch.Generator().manual_seed(seed)
     return {g: torch.rand(len(g), generator=gen) for g in groups if g.prunable}
 
+# %% ../nbs/20_dfpc.ipynb #cb128252
 def is_coupled(group: ChannelGroup, # a channel group from `channel_groups`
               ) -> bool:
     "Whether `group` couples layers: more than one producer or more than one consumer (DFPC's coupled channels)."
     return len(group.producers) > 1 or len(group.consumers) > 1
 
-def removal_order(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel scores}, from `channel_scores`
+def removal_order(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel scores}, from `dfpc_scores`
                   prune_coupled: bool = True, # False: only groups with one producer and one consumer (the paper's ablation)
                  ) -> list[tuple[ChannelGroup, int]]:
     """The channels in the order DFPC removes them: ascending `scores` over all groups, each group keeping its best
@@ -614,130 +235,70 @@ def removal_order(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-cha
     items.sort(key=lambda t: t[:3])
     return [(g, k) for _, _, k, g in items]
 
-# %% ../nbs/20_dfpc.ipynb #48b760d6
-class PruningSize:
-    "MACs (per sample), parameters and channels of a model as channels of its groups are removed, from layer shapes alone."
-    def __init__(self, groups: Sequence[ChannelGroup]):
-        graph = self.graph = groups[0].graph
-        self.groups = [g for g in graph.groups]
-        self.kept = {key: len(ids) for key, ids in graph.records.items()}
-        self.layers = {}
-        for node in graph.gm.graph.nodes:
-            if node.op != 'call_module' or node.target not in {n for n, _ in graph.records}: continue
-            m, name, kind = graph.modules[node.target], node.target, graph.kind.get(node)
-            out = graph.ids[node].shape if isinstance(graph.ids.get(node), torch.Tensor) else None
-            spec = self.layers.setdefault(name, {'module': m, 'calls': 0})
-            spec['calls'] += math.prod(out[2:]) if kind == 'conv' else math.prod(out[1:-1]) if kind == 'linear' else 0
-            if kind == 'conv': spec['kind'] = 'dw' if (name, 'dep') in graph.records else 'conv'
-            elif kind == 'linear': spec['kind'] = 'linear'
-            else: spec['kind'] = 'dep'
-        self.cost = {name: self._cost(name) for name in self.layers}
-        xs = [torch.zeros(1, *s) for s in graph.input_shapes]
-        self.full_macs, self.full_params = count_macs(graph.model, xs), count_params(graph.model)
-        self.base_macs = self.full_macs - sum(c[0] for c in self.cost.values())
-        self.base_params = self.full_params - sum(c[1] for c in self.cost.values())
-        self.macs, self.params = self.full_macs, self.full_params
-        self.total_channels = sum(len(g) for g in self.groups if g.prunable)
-        self.channels = self.total_channels
+# %% ../nbs/20_dfpc.ipynb #5cedd4ee
+def _eligible(scores: Mapping[ChannelGroup, torch.Tensor], prune_coupled: bool) -> dict:
+    "The scored groups DFPC may prune: not tied to a grouped convolution, and coupled only if `prune_coupled`."
+    return {g: s for g, s in scores.items() if g.prunable and not g.parts and (prune_coupled or not is_coupled(g))}
 
-    def _cost(self, name: str) -> tuple[int, int]:
-        "(MACs, parameters) of layer `name` with its current channel counts."
-        spec, k = self.layers[name], self.kept
-        m, bias = spec['module'], getattr(spec['module'], 'bias', None) is not None
-        if spec['kind'] == 'dep':
-            n = len(self.graph.records[(name, 'dep')])
-            return 0, sum(p.numel() for p in m.parameters(recurse=False)) * k[(name, 'dep')] // n
-        if spec['kind'] == 'dw':
-            c, kernel = k[(name, 'dep')], math.prod(m.kernel_size)
-            return spec['calls'] * c * kernel, c * kernel + c * bias
-        kin, kout = k[(name, 'in')], k[(name, 'out')]
-        if spec['kind'] == 'linear': return spec['calls'] * kout * kin, kout * kin + kout * bias
-        per = kin // m.groups * math.prod(m.kernel_size)
-        return spec['calls'] * kout * per, kout * per + kout * bias
+def _fractions(size: SizeModel, drop: Mapping) -> dict:
+    "What remains of each of `METRICS` once `drop` is removed, as fractions of the unpruned model's."
+    after = size.after(drop)
+    return {'macs': after['macs'] / size.full_macs, 'params': after['params'] / size.full_params,
+            'channels': 1 - sum(len(d) for d in drop.values()) / size.total_channels}
 
-    def remove(self, group: ChannelGroup, k: int):
-        "Account for the removal of channel `k` of `group`."
-        touched = set()
-        for (name, role), ps in group.sites.items():
-            if role in ('in', 'out', 'dep'): self.kept[(name, role)] -= len(ps[k]); touched.add(name)
-        for name in touched & set(self.layers):
-            macs, params = self._cost(name)
-            self.macs += macs - self.cost[name][0]; self.params += params - self.cost[name][1]
-            self.cost[name] = (macs, params)
-        self.channels -= 1
-
-    def fraction(self, metric: str) -> float:
-        "What remains of `metric` ('macs', 'params' or 'channels'), as a fraction of the unpruned model's."
-        return {'macs': self.macs / self.full_macs, 'params': self.params / self.full_params,
-                'channels': self.channels / self.total_channels}[metric]
-
-# %% ../nbs/20_dfpc.ipynb #fe4bb444
-def dfpc_plan(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel scores}, from `channel_scores`
+def dfpc_plan(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel scores}, from `dfpc_scores`
               target: float, # the fraction of `metric` to keep, in (0, 1]
               metric: str = 'macs', # 'macs' (per sample), 'params' or 'channels' (of the prunable groups)
               prune_coupled: bool = True, # False: leave coupled groups alone
+              allocation: str = 'paper', # 'paper': global minimum of the raw scores; or a rule of `prunebook.allocation.RULES`
              ) -> tuple[dict, dict]:
-    "The channels to drop ({group: indices}) to bring `metric` to `target` × its original value, and the fractions reached."
+    """The channels to drop ({group: indices}) to bring `metric` to `target` × its original value, and the fractions
+    reached. The paper's rule may empty a group down to one channel; the other rules keep `allocate`'s floor."""
     if metric not in METRICS: raise ValueError(f'metric={metric!r}: expected one of {METRICS}')
     if not 0 < target <= 1: raise ValueError(f'target={target}: expected a fraction in (0, 1] of the original {metric}')
+    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"allocation={allocation!r}: expected 'paper' or one of {RULES}")
     if not scores: raise ValueError('scores: no prunable channel group')
-    size = PruningSize(next(iter(scores)).graph.groups)
-    drop = {}
-    for g, k in removal_order(scores, prune_coupled):
-        if size.fraction(metric) <= target: break
-        size.remove(g, k); drop.setdefault(g, []).append(k)
-    return drop, {m: size.fraction(m) for m in METRICS}
+    size = SizeModel(next(iter(scores)).graph.groups)
+    if allocation == 'paper':
+        drop = {}
+        for g, k in removal_order(scores, prune_coupled):
+            if size.fraction(metric) <= target: break
+            size.remove(g, k); drop.setdefault(g, []).append(k)
+    else:
+        removal_order(scores, prune_coupled)                 # the same checks of the scores
+        plan = lambda amount: allocate(size.groups, _eligible(scores, prune_coupled), amount, allocation)
+        _, drop = bisect(plan, target, 0., 0.99, key=lambda d: _fractions(size, d)[metric])
+    return drop, _fractions(size, drop)
 
+# %% ../nbs/20_dfpc.ipynb #3dc436c6
 def dfpc_prune(model: nn.Module, # the network (eval-mode BatchNorm statistics are used)
                example_inputs, # a tensor or tuple fixing the input size
                target: float = 0.5, # the fraction of `metric` to keep, in (0, 1]
                metric: str = 'macs', # 'macs' (per sample), 'params' or 'channels' (of the prunable groups)
-               score: str | Mapping = 'dfpc', # 'dfpc', 'l1', 'random', or precomputed {group: scores} from `channel_scores`
+               score: str | Mapping = 'dfpc', # 'dfpc', 'l1', 'random', or precomputed {group: scores} from `dfpc_scores`
                prune_coupled: bool = True, # False: the paper's ablation, coupled channels are kept
                pairs: str | Callable = 'dataflow', # for 'dfpc': see `dfpc_saliency`
                seed: int = 0, # for 'random'
                groups: Sequence[ChannelGroup] | None = None, # `channel_groups(model, example_inputs)`, to skip tracing
+               allocation: str = 'paper', # 'paper' (global minimum of raw scores) or a rule of `prunebook.allocation.RULES`
                inplace: bool = False, # modify `model` itself (impossible when shortcuts must be rewritten)
               ) -> nn.Module:
-    "`model` with channels removed in DFPC's order (static scores, global minimum) down to `target`; data-free. See `.dfpc_info`."
+    "`model` with channels removed in DFPC's order (static scores) down to `target`; data-free. See `.dfpc_info`."
     if metric not in METRICS: raise ValueError(f'metric={metric!r}: expected one of {METRICS}')
     if not 0 < target <= 1: raise ValueError(f'target={target}: expected a fraction in (0, 1] of the original {metric}')
     if isinstance(score, Mapping):
         scores = score
         if not scores: raise ValueError('score: empty mapping')
         groups = next(iter(scores)).graph.groups
-        _check_groups(model, groups, 'dfpc_prune')
+        check_groups(model, groups, 'dfpc_prune')
     else:
         if score not in ('dfpc', 'l1', 'random'): raise ValueError(f"score={score!r}: expected 'dfpc', 'l1', 'random' or {{group: scores}}")
         if groups is None: groups = channel_groups(model, example_inputs)
-        scores = channel_scores(model, example_inputs, groups, score, pairs, seed)
-    drop, reached = dfpc_plan(scores, target, metric, prune_coupled)
-    if reached[metric] > target + 1e-9:
+        scores = dfpc_scores(model, example_inputs, groups, score, pairs, seed)
+    drop, reached = dfpc_plan(scores, target, metric, prune_coupled, allocation)
+    if reached[metric] > target + (1e-9 if allocation == 'paper' else 0.01):
         warnings.warn(f'dfpc_prune: no eligible channel left at {metric} = {reached[metric]:.3f} of the original (target {target})')
     pruned = remove_channels(model, groups, drop, inplace=inplace)
     pruned.dfpc_info = {'target': target, 'metric': metric, 'reached': reached, 'removed': sum(map(len, drop.values())),
-                        'score': score if isinstance(score, str) else 'given', 'prune_coupled': prune_coupled}
+                        'score': score if isinstance(score, str) else 'given', 'prune_coupled': prune_coupled, 'allocation': allocation}
     return pruned
-
-# %% ../nbs/20_dfpc.ipynb #577ad310
-@records_arch
-def cifar_stem_resnet(depth: int = 50, # 18, 34, 50, 101 or 152
-                      num_classes: int = 10, # outputs of the final linear layer
-                     ) -> torchvision.models.ResNet:
-    "torchvision's ResNet-`depth` (18, 34, 50, 101, 152) for 32×32 images: 3×3 stride-1 stem, no max-pool; random weights."
-    names = {18: 'resnet18', 34: 'resnet34', 50: 'resnet50', 101: 'resnet101', 152: 'resnet152'}
-    if depth not in names: raise ValueError(f'cifar_stem_resnet: depth={depth}, expected one of {sorted(names)}')
-    m = torchvision.models.get_model(names[depth], num_classes=num_classes)
-    m.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(m.conv1.weight, mode='fan_out', nonlinearity='relu')
-    m.maxpool = nn.Identity()
-    return m
-
-@records_arch
-def cifar_mobilenet_v2(num_classes: int = 10, # outputs of the final linear layer
-                       width_mult: float = 1.0, # channel multiplier, as in torchvision
-                      ) -> torchvision.models.MobileNetV2:
-    "torchvision's MobileNet-V2 for 32×32 images (stride-1 stem); random weights."
-    m = torchvision.models.mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
-    m.features[0][0].stride = (1, 1)
-    return m

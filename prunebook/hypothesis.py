@@ -8,31 +8,41 @@ from typing import Sequence
 import torch, torch.nn as nn
 import matplotlib.pyplot as plt
 from .core import Hooks, evaluate
-from .graph import channel_groups
+from .data import batches
 from .surgery import remove_channels, choose_channels
-from .tvs import collect_stats, group_scores, select_groups, feature_module, _first_input, _n_classes, _loader, _batches
+from .tvs import score_groups
 
 # %% auto #0
 __all__ = ['filter_outputs', 'plot_class_histograms', 'ranked_drop', 'hypothesis_test', 'plot_hypothesis', 'histogram_explorer']
 
 # %% ../nbs/10_hypothesis.ipynb #dcb4dac3
-def filter_outputs(model: nn.Module, data, module: str, n_per_class: int | None = 100, batch_size: int = 256,
-                   device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, the spatial mean of every channel of `module`'s output `(N, C)`, and the labels `(N,)`. Parameters: `model`: the network; `data`: a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches; `n_per_class`: samples used per class (None: all); `batch_size`: batch size of the passes; `device`: where to compute (default: CUDA if present, else CPU)."""
+def filter_outputs(model: nn.Module, # the network (left in its mode)
+                   data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                   module: str, # the module whose output is recorded
+                   n_per_class: int | None = 100, # samples used per class (None: all)
+                   batch_size: int = 256, # samples per forward pass
+                   device=None, # where the inputs go (default: CPU)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per sample, the spatial mean of every channel of `module`'s output `(N, C)`, and the labels `(N,)`."
     outs, labels = [], []
     hook = lambda n, m, i, o: outs.append(o.detach().float().flatten(2).mean(-1).cpu() if o.dim() > 2 else o.detach().float().cpu())
     was = model.training
     model.eval()
     try:
         with Hooks(model, [module], hook), torch.no_grad():
-            for x, y in _batches(data, n_per_class, batch_size):
+            for x, y in batches(data, batch_size=batch_size, n_per_class=n_per_class):
                 model(x.to(device or 'cpu')); labels.append(y)
     finally: model.train(was)
     return torch.cat(outs), torch.cat(labels)
 
-def plot_class_histograms(values: torch.Tensor, labels: torch.Tensor, filters: Sequence[int], titles: Sequence[str] | None = None,
-                          class_names: Sequence[str] | None = None, bins: int = 30):
-    """One panel per filter of `filters`: histograms of its output `values[:, j]`, one per class. Parameters: `labels`: class labels `(N,)`; `titles`: one title per panel; `class_names`: legend names of the classes; `bins`: histogram bins."""
+def plot_class_histograms(values: torch.Tensor, # filter outputs `(N, C)`, as `filter_outputs` returns
+                          labels: torch.Tensor, # class labels `(N,)`
+                          filters: Sequence[int], # the filters drawn, one panel each
+                          titles: Sequence[str] | None = None, # one title per panel
+                          class_names: Sequence[str] | None = None, # legend names of the classes
+                          bins: int = 30, # histogram bins
+                         ):
+    "One panel per filter of `filters`: histograms of its output `values[:, j]`, one per class."
     fig, axes = plt.subplots(1, len(filters), figsize=(3.3 * len(filters), 2.6))
     axes = [axes] if len(filters) == 1 else axes
     K = int(labels.max()) + 1
@@ -48,8 +58,12 @@ def plot_class_histograms(values: torch.Tensor, labels: torch.Tensor, filters: S
     return axes
 
 # %% ../nbs/10_hypothesis.ipynb #7ee42e81
-def ranked_drop(scores: dict, fraction: float, order: str = 'least', seed: int = 0) -> dict:
-    """{group: channels}: `fraction` of every scored group, the 'least' or 'most' separable, or 'random'. Parameters: `scores`: {group: (score, distance)} from `group_scores`; `order`: 'least', 'most' or 'random'; `seed`: random seed."""
+def ranked_drop(scores: dict, # {group: (score, distance)} from `group_scores`
+                fraction: float, # fraction of every scored group removed
+                order: str = 'least', # 'least' or 'most' separable, or 'random'
+                seed: int = 0, # draws the random order
+               ) -> dict:
+    "{group: channels}: `fraction` of every scored group, the 'least' or 'most' separable, or 'random'."
     if order not in ('least', 'most', 'random'): raise ValueError(f"order={order!r}: expected 'least', 'most' or 'random'")
     gen, drop = torch.Generator().manual_seed(seed), {}
     for g, (_, d) in scores.items():
@@ -57,27 +71,34 @@ def ranked_drop(scores: dict, fraction: float, order: str = 'least', seed: int =
         if (chosen := choose_channels(g, key, fraction)): drop[g] = chosen
     return drop
 
-def hypothesis_test(model: nn.Module, data, heldout, fractions: Sequence[float] = (0.1, 0.25, 0.5), n_per_class: int = 100,
-                    score: str = 'hellinger_diag', groups: str = 'all', layer_types: tuple = (nn.Conv2d,),
-                    seeds: Sequence[int] = (0, 1, 2), batch_size: int = 500, device=None) -> list[dict]:
-    """Held-out accuracy after removing each `fraction` of every layer's least / most separable / random filters (no fine-tuning). Parameters: `model`: the network; `data`: a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches; `heldout`: held-out dataset or loader for accuracy (never the test split); `fractions`: fractions of each layer removed; `n_per_class`: samples used per class (None: all); `score`: 'hellinger_diag', 'hellinger_iso' or 'mean_diff'; `groups`: 'all' or 'single' (see `select_groups`), or the channel groups; `layer_types`: module types whose filters are scored; `seeds`: random draws averaged; `batch_size`: batch size of the passes; `device`: where to compute (default: CUDA if present, else CPU)."""
-    x0 = _first_input(data)
-    all_groups = channel_groups(model, x0)
-    chosen = select_groups(all_groups, groups, layer_types)
-    names = [feature_module(g, p) for g in chosen for p in g.producers]
-    stats = collect_stats(model, data, names, _n_classes(model, x0), n_per_class, device=device)
-    scores = group_scores(chosen, stats, score)
-    loader = _loader(heldout, batch_size)
-    rows = [dict(fraction=0.0, order='none', seed=None, acc=evaluate(model, loader, device))]
+def hypothesis_test(model: nn.Module, # the trained network (not modified)
+                    data, # statistics: a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                    heldout, # data the accuracy is measured on (never the test split)
+                    fractions: Sequence[float] = (0.1, 0.25, 0.5), # fractions of each layer removed
+                    n_per_class: int = 100, # samples used per class (None: all)
+                    score: str = 'hellinger_diag', # 'hellinger_diag', 'hellinger_iso' or 'mean_diff'
+                    groups: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams kept whole)
+                    layer_types: tuple = (nn.Conv2d,), # module types whose filters are scored
+                    seeds: Sequence[int] = (0, 1, 2), # random draws averaged
+                    batch_size: int = 500, # samples per forward pass of the evaluations
+                    device=None, # where to compute (default: CUDA if present, else CPU)
+                   ) -> list[dict]:
+    "Held-out accuracy after removing each `fraction` of every layer's least / most separable / random filters (no fine-tuning)."
+    all_groups, scores = score_groups(model, data, n_per_class, score, groups=groups, layer_types=layer_types, device=device)
+    acc = lambda m: evaluate(m, batches(heldout, batch_size=batch_size), device)
+    rows = [dict(fraction=0.0, order='none', seed=None, acc=acc(model))]
     for f in fractions:
         for order, ss in (('least', [0]), ('most', [0]), ('random', seeds)):
             for s in ss:
                 m = remove_channels(model, all_groups, ranked_drop(scores, f, order, s))
-                rows.append(dict(fraction=f, order=order, seed=s, acc=evaluate(m, loader, device)))
+                rows.append(dict(fraction=f, order=order, seed=s, acc=acc(m)))
     return rows
 
-def plot_hypothesis(rows: list[dict], title: str = '', ax=None):
-    """Accuracy against the fraction of filters removed per layer, for each order (random: mean and range of the draws). Parameters: `rows`: the list `hypothesis_test` returns; `title`: panel title; `ax`: matplotlib axes to draw on (default: new)."""
+def plot_hypothesis(rows: list[dict], # what `hypothesis_test` returns
+                    title: str = '', # panel title
+                    ax=None, # matplotlib axes to draw on (default: new)
+                   ):
+    "Accuracy against the fraction of filters removed per layer, for each order (random: mean and range of the draws)."
     ax = ax or plt.subplots(figsize=(4, 3))[1]
     base = next(r['acc'] for r in rows if r['order'] == 'none')
     for order, style in (('least', 'o-'), ('random', 's--'), ('most', 'v-')):

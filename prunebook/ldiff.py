@@ -4,13 +4,13 @@
 
 # %% ../nbs/12_ldiff.ipynb #dd4dade8
 from __future__ import annotations
-import copy
 from typing import Sequence
 import torch, torch.nn as nn
 from .core import evaluate
+from .data import batches, first_input
 from .graph import channel_groups
 from .surgery import remove_channels, choose_channels
-from .tvs import collect_stats, group_scores, select_groups, feature_module, _first_input, _n_classes, _loader
+from .tvs import score_groups
 
 # %% auto #0
 __all__ = ['ldiff', 'layer_ldiff', 'random_layer_drop', 'spearman']
@@ -26,32 +26,44 @@ def ldiff(scores: torch.Tensor) -> float:
     return float((s[:, None] - s[None, :]).abs().sum() / (len(s) * (len(s) - 1)))
 
 # %% ../nbs/12_ldiff.ipynb #07aa023c
-def layer_ldiff(model: nn.Module, data, n_per_class: int | None = 100, score: str = 'hellinger_diag',
-                groups: str = 'all', layer_types: tuple = (nn.Conv2d,), batch_size: int = 256, device=None) -> list[dict]:
-    """For every prunable group of `model`: its producers, number of channels, LDIFF and mean normalised score, from `data`. Parameters: `n_per_class`: samples used per class (None: all); `groups`: 'all' or 'single' (see `select_groups`), or the channel groups; `layer_types`: module types whose filters are scored; `batch_size`: batch size of the passes; `device`: where to compute (default: CUDA if present, else CPU)."""
-    x0 = _first_input(data)
-    chosen = select_groups(channel_groups(model, x0), groups, layer_types)
-    names = [feature_module(g, p) for g in chosen for p in g.producers]
-    stats = collect_stats(model, data, names, _n_classes(model, x0), n_per_class, batch_size, device=device)
+def layer_ldiff(model: nn.Module, # the trained network
+                data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                n_per_class: int | None = 100, # samples used per class (None: all)
+                score: str = 'hellinger_diag', # 'hellinger_diag', 'hellinger_iso' or 'mean_diff'
+                groups: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams kept whole)
+                layer_types: tuple = (nn.Conv2d,), # module types whose filters are scored
+                batch_size: int = 256, # samples per forward pass
+                device=None, # where to compute (default: CUDA if present, else CPU)
+               ) -> list[dict]:
+    "For every prunable group of `model`: its producers, number of channels, LDIFF and mean normalised score, from `data`."
+    _, scores = score_groups(model, data, n_per_class, score, groups=groups, layer_types=layer_types, batch_size=batch_size, device=device)
     out = []
-    for g, (s, _) in group_scores(chosen, stats, score).items():
+    for g, (s, _) in scores.items():
         out.append(dict(group=g.idx, producers=list(g.producers), channels=len(g), ldiff=ldiff(s),
                         mean_score=float(s.mean() / s.max()) if s.max() > 0 else 0.0))
     return out
 
-def random_layer_drop(model: nn.Module, heldout, group: int, fraction: float = 0.5, seeds: Sequence[int] = (0, 1, 2),
-                      example_inputs=None, base_acc: float | None = None, batch_size: int = 500, device=None) -> float:
-    """Mean accuracy drop (points of a fraction) on `heldout` when a random `fraction` of channel group `group` alone is removed. Parameters: `model`: the network; `seeds`: random draws averaged; `example_inputs`: one input batch for tracing (default: from `heldout`); `base_acc`: accuracy of the unpruned model (default: measured); `batch_size`: batch size of the passes; `device`: where to compute (default: CUDA if present, else CPU)."""
-    loader = _loader(heldout, batch_size)
-    x0 = example_inputs if example_inputs is not None else _first_input(heldout)
+def random_layer_drop(model: nn.Module, # the trained network (not modified)
+                      heldout, # data the accuracy is measured on
+                      group: int, # index of the channel group pruned
+                      fraction: float = 0.5, # fraction of the group removed at random
+                      seeds: Sequence[int] = (0, 1, 2), # random draws averaged
+                      example_inputs=None, # one input batch for tracing (default: from `heldout`)
+                      base_acc: float | None = None, # accuracy of the unpruned model (default: measured)
+                      batch_size: int = 500, # samples per forward pass
+                      device=None, # where to compute (default: CUDA if present, else CPU)
+                     ) -> float:
+    "Mean accuracy drop (a fraction) on `heldout` when a random `fraction` of channel group `group` alone is removed."
+    acc = lambda m: evaluate(m, batches(heldout, batch_size=batch_size), device)
+    x0 = example_inputs if example_inputs is not None else first_input(heldout)
     groups = channel_groups(model, x0)
     g = groups[group]
     if not g.prunable: raise ValueError(f'random_layer_drop: group {group} is not prunable ({g.reason})')
-    base = base_acc if base_acc is not None else evaluate(model, loader, device)
+    base = base_acc if base_acc is not None else acc(model)
     drops = []
     for s in seeds:
         drop = choose_channels(g, torch.rand(len(g), generator=torch.Generator().manual_seed(s)), fraction)
-        drops.append(base - evaluate(remove_channels(model, groups, {g: drop}), loader, device))
+        drops.append(base - acc(remove_channels(model, groups, {g: drop})))
     return sum(drops) / len(drops)
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

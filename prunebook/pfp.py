@@ -5,18 +5,21 @@
 # %% ../nbs/30_sensitivity.ipynb #b29061e3
 from __future__ import annotations
 import copy, math, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import EvalHooks, count_params
+from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import remove_channels, choose_channels
+from .allocation import RULES, SizeModel, bisect
+from .allocation import allocate as allocate_by_rule
 
 # %% auto #0
 __all__ = ['EPS', 'Q_NORM', 'split_signs', 'reference_sensitivity', 'layer_sensitivity', 'LayerSensitivity', 'SensitivityTracker',
            'pfp_sensitivities', 'sample_size', 'sample_channels', 'reweighting', 'empirical_coverage',
            'expected_unique', 'adapt_sample_size', 'group_sensitivity', 'ParamModel', 'allocate', 'default_points',
-           'pfp_step', 'pfp_prune']
+           'pfp_scores', 'pfp_step', 'pfp_prune']
 
 # %% ../nbs/30_sensitivity.ipynb #21adfeed
 EPS = torch.finfo(torch.float32).eps   # shares with a denominator at or below this are 0 (torchprune's guard)
@@ -218,10 +221,6 @@ class SensitivityTracker(EvalHooks):
         super().__exit__(*exc)
         for st in self.sens.values(): st.s = st.s.cpu()
 
-def _inputs(batch) -> torch.Tensor:
-    "The inputs of a batch: `batch[0]` for `(inputs, labels)` batches, else the batch itself."
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
 def pfp_sensitivities(model: nn.Module, # the network (left on its device and in its mode)
                       loader: Iterable, # batches (inputs, labels) or inputs
                       names: Sequence[str], # names of the layers whose input channels are scored
@@ -232,10 +231,8 @@ def pfp_sensitivities(model: nn.Module, # the network (left on its device and in
     if n_points < 1: raise ValueError(f'pfp_sensitivities: n_points={n_points}, expected at least 1')
     seen = 0
     with SensitivityTracker(model, names, device) as tracker:
-        for batch in loader:
-            x = _inputs(batch)[:n_points - seen]
+        for x, _ in batches(loader, n=n_points):
             tracker(x); seen += len(x)
-            if seen >= n_points: break
     if seen == 0: raise ValueError('pfp_sensitivities: `loader` yielded no inputs')
     return tracker.sens
 
@@ -418,33 +415,27 @@ def _scale_columns(m: nn.Module, positions: list[int], gamma: torch.Tensor):
             per_col, per_row = W.shape[1], m.out_channels // m.groups
             for c, g in zip(positions, gamma.tolist()): W[c // per_col * per_row:(c // per_col + 1) * per_row, c % per_col] *= g
 
-# %% ../nbs/30_sensitivity.ipynb #a7e347bb
-def pfp_step(model: nn.Module, # the network to prune (not modified)
-             loader: Iterable, # batches (inputs, labels) or inputs; its first `n_points` inputs are the batch S
-             target: float, # parameter count to come nearest to
-             delta: float = 1e-16, # failure probability δ of the guarantee
-             variant: str = 'deterministic', # 'deterministic' (keep the most sensitive channels) or 'randomized' (sample, reweight)
-             n_points: int | None = None, # size of S; default `default_points(model, delta)`
-             example_inputs=None, # inputs to trace the network with; default the first input of `loader`
-             K: float = 3.0, # tail constant of the sample sizes (paper and torchprune: 3)
-             c: float = 3.0, # constant of torchprune's sample-complexity coefficient S · 2c · log(...) (3)
-             generator: torch.Generator | None = None, # source of the randomized variant's draws; default torch's global one
-             device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
-            ) -> nn.Module:
-    "One PFP step: a copy of `model` pruned to about `target` parameters (details in `model.pfp_history[-1]`)."
-    t0 = time.perf_counter()
-    x1 = example_inputs if example_inputs is not None else _inputs(next(iter(loader)))[:1]
-    groups = channel_groups(model, x1)
+# %% ../nbs/30_sensitivity.ipynb #2f8a8874
+def _sensitivities(model: nn.Module, loader: Iterable, groups: Sequence[ChannelGroup], n_points: int, device) -> tuple[list, dict]:
+    "The prunable groups with a consumer, and the sensitivities of their consumers' input channels over S."
     active = [g for g in groups if g.prunable and g.consumers]
     if not active: raise ValueError(f'pfp_prune: {type(model).__name__} has no prunable channel group with a consumer')
-    n_points = n_points or default_points(model, delta)
-    sens = pfp_sensitivities(model, loader, list(dict.fromkeys(n for g in active for n in g.consumers)), n_points, device)
-    t_sens = time.perf_counter() - t0
-    s = {g: group_sensitivity(g, sens) for g in active}
-    coeffs = {g: _coefficient(g, sens, float(s[g].sum()), delta, c) for g in active}
-    params = ParamModel(model, {g: torch.argsort(-s[g], stable=True) for g in active})
-    eps, n, estimate = allocate(active, s, coeffs, params, target, K)
-    work, drop, gammas = copy.deepcopy(model), {}, {}
+    return active, pfp_sensitivities(model, loader, list(dict.fromkeys(n for g in active for n in g.consumers)), n_points, device)
+
+def pfp_scores(model: nn.Module, # the network (not modified)
+               loader: Iterable, # batches (inputs, labels) or inputs; its first `n_points` inputs are the batch S
+               groups: Sequence[ChannelGroup], # channel groups of `model`, from `channel_groups`
+               n_points: int, # size of S
+               device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
+              ) -> dict:
+    "PFP's score of every channel of every prunable group with a consumer: {group: sensitivities} (`group_sensitivity`)."
+    active, sens = _sensitivities(model, loader, groups, n_points, device)
+    return {g: group_sensitivity(g, sens) for g in active}
+
+# %% ../nbs/30_sensitivity.ipynb #a7e347bb
+def _paper_drop(work: nn.Module, active: list, s: dict, n: torch.Tensor, variant: str, generator) -> tuple[dict, dict]:
+    "PFP's own removal, `n[i]` channels kept in group `active[i]`: by sensitivity, or sampled and reweighted in `work`."
+    drop, gammas = {}, {}
     for g, k in zip(active, n.tolist()):
         if variant == 'deterministic':
             if k < len(g): drop[g] = choose_channels(g, s[g].float(), len(g) - k)
@@ -461,9 +452,39 @@ def pfp_step(model: nn.Module, # the network to prune (not modified)
             cols = [(q, float(gamma[ch])) for ch, ps in enumerate(pos) if kept[ch] for q in ps]
             _scale_columns(work.get_submodule(name), [q for q, _ in cols], torch.tensor([v for _, v in cols]))
         if (~kept).any(): drop[g] = (~kept).nonzero().flatten().tolist()
+    return drop, gammas
+
+def pfp_step(model: nn.Module, # the network to prune (not modified)
+             loader: Iterable, # batches (inputs, labels) or inputs; its first `n_points` inputs are the batch S
+             target: float, # parameter count to come nearest to
+             delta: float = 1e-16, # failure probability δ of the guarantee
+             variant: str = 'deterministic', # 'deterministic' (keep the most sensitive channels) or 'randomized' (sample, reweight)
+             n_points: int | None = None, # size of S; default `default_points(model, delta)`
+             example_inputs=None, # inputs to trace the network with; default the first input of `loader`
+             K: float = 3.0, # tail constant of the sample sizes (paper and torchprune: 3)
+             c: float = 3.0, # constant of torchprune's sample-complexity coefficient S · 2c · log(...) (3)
+             generator: torch.Generator | None = None, # source of the randomized variant's draws; default torch's global one
+             device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
+             allocation: str = 'paper', # 'paper': one ε for all layers; or a rule of `prunebook.allocation.RULES` (deterministic)
+            ) -> nn.Module:
+    "One PFP step: a copy of `model` pruned to about `target` parameters (details in `model.pfp_history[-1]`)."
+    t0 = time.perf_counter()
+    groups = channel_groups(model, example_inputs if example_inputs is not None else first_input(loader))
+    n_points = n_points or default_points(model, delta)
+    active, sens = _sensitivities(model, loader, groups, n_points, device)
+    s, t_sens = {g: group_sensitivity(g, sens) for g in active}, time.perf_counter() - t0
+    work, eps, estimate, gammas = copy.deepcopy(model), None, None, {}
+    if allocation == 'paper':
+        coeffs = {g: _coefficient(g, sens, float(s[g].sum()), delta, c) for g in active}
+        eps, n, estimate = allocate(active, s, coeffs, ParamModel(model, {g: torch.argsort(-s[g], stable=True) for g in active}), target, K)
+        drop, gammas = _paper_drop(work, active, s, n, variant, generator)
+    else:
+        size = SizeModel(groups)
+        plan = lambda amount: allocate_by_rule(groups, s, amount, allocation)
+        drop = bisect(plan, target, 0., 0.99, key=lambda d: size.after(d)['params'])[1]
     pruned = remove_channels(work, groups, drop) if drop else work
-    step = dict(variant=variant, eps=eps, delta=delta, target=round(target), estimate=estimate, params=count_params(pruned),
-                n_points=n_points, sensitivity_seconds=t_sens, seconds=time.perf_counter() - t0,
+    step = dict(variant=variant, allocation=allocation, eps=eps, delta=delta, target=round(target), estimate=estimate,
+                params=count_params(pruned), n_points=n_points, sensitivity_seconds=t_sens, seconds=time.perf_counter() - t0,
                 kept={g.idx: (len(g) - len(drop.get(g, [])), len(g)) for g in active}, S={g.idx: float(s[g].sum()) for g in active},
                 gamma=gammas)
     pruned.pfp_history = list(getattr(model, 'pfp_history', [])) + [step]
@@ -483,15 +504,18 @@ def pfp_prune(model: nn.Module, # the network to prune (not modified)
               c: float = 3.0, # constant of torchprune's sample-complexity coefficient S · 2c · log(...) (3)
               seed: int = 0, # seed of the randomized variant's draws
               device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
+              allocation: str = 'paper', # 'paper': one ε for all layers (may empty a layer to one channel); or a rule of `allocation.RULES`
              ) -> nn.Module:
     "A copy of `model` with `prune_ratio` of its parameters removed by Provable Filter Pruning; each step is in `.pfp_history`."
     if not 0 <= prune_ratio < 1: raise ValueError(f'pfp_prune: prune_ratio={prune_ratio} must lie in [0, 1)')
     if not 0 < delta < 1: raise ValueError(f'pfp_prune: delta={delta} must lie in (0, 1)')
     if variant not in ('deterministic', 'randomized'): raise ValueError(f"pfp_prune: variant={variant!r}, expected 'deterministic' or 'randomized'")
     if iterative_steps < 1: raise ValueError(f'pfp_prune: iterative_steps={iterative_steps}, expected at least 1')
+    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"pfp_prune: allocation={allocation!r}, expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and variant != 'deterministic': raise ValueError(f"pfp_prune: allocation={allocation!r} needs variant='deterministic'")
     total, gen, work = count_params(model), torch.Generator().manual_seed(seed), model
     for t in range(1, iterative_steps + 1):
         target = total * (1 - prune_ratio) ** (t / iterative_steps)
-        work = pfp_step(work, loader, target, delta, variant, n_points, example_inputs, K, c, gen, device)
+        work = pfp_step(work, loader, target, delta, variant, n_points, example_inputs, K, c, gen, device, allocation)
         if finetune is not None: work = finetune(work) or work
     return work

@@ -4,37 +4,28 @@
 
 # %% ../nbs/40_pqi.ipynb #b3a715bd
 from __future__ import annotations
-import copy, math, time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
-import matplotlib.pyplot as plt
-import torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import Dataset
-from .core import as_inputs, count_macs, count_params, default_device, evaluate
-from .models import lr_schedule
-from .graph import ChannelGroup, channel_groups
-from .surgery import choose_channels, remove_channels
+import math
+from typing import Mapping, Sequence
+import torch, torch.nn as nn
 
 # %% auto #0
 __all__ = ['SCOPES', 'pqi', 'gaussian_pqi', 'uniform_pqi', 'prunable_weights', 'pq_index', 'retained_bound', 'tail_ratio',
-           'prune_count', 'sap_masks', 'train_masked', 'preload', 'random_crop_flip', 'TensorLoader', 'SAPResult',
-           'channel_scores', 'structured_drop', 'sap_prune', 'one_shot_prune', 'three_phases', 'plot_sap',
-           'plot_tradeoff', 'plot_scopes', 'plot_layers', 'pqi_explorer']
+           'prune_count', 'sap_masks', 'three_phases']
 
-# %% ../nbs/40_pqi.ipynb #1ca9d61d
-def _check_pq(p: float, q: float, who: str):
+# %% ../nbs/40_pqi.ipynb #d4e77da3
+def check_pq(p: float, q: float, who: str):
     "`p` and `q` must be numbers with 0 < p < q."
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (p, q)) or not 0 < p < q:
         raise ValueError(f'{who}: the PQ Index needs 0 < p < q, got p={p!r}, q={q!r}')
 
+# %% ../nbs/40_pqi.ipynb #1ca9d61d
 def pqi(w: torch.Tensor, # the weights
         p: float = 0.5, q: float = 1.0, # the two norms, 0 < p < q
         mask: torch.Tensor | None = None, # booleans like `w`: the surviving entries (default: all)
         dim: int | None = None, # reduce over this dimension only (one index per slice); default: over all entries
        ) -> torch.Tensor:
     "PQ Index $1 - M_p/M_q$ of the entries of `w` kept by `mask`, in float64; 0 where nothing (or only zeros) survives."
-    _check_pq(p, q, 'pqi')
+    check_pq(p, q, 'pqi')
     if not isinstance(w, torch.Tensor): raise TypeError(f'pqi: w must be a tensor, got {type(w).__name__}')
     a = w.detach().abs().double()
     if mask is not None:
@@ -55,14 +46,14 @@ def pqi(w: torch.Tensor, # the weights
 def gaussian_pqi(p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
                 ) -> float:
     "The PQ Index of i.i.d. Gaussian weights in the limit of large `d`: $1 - M_p/M_q$ from the moments of $|w|$."
-    _check_pq(p, q, 'gaussian_pqi')
+    check_pq(p, q, 'gaussian_pqi')
     m = lambda r: (math.gamma((r + 1) / 2) / math.sqrt(math.pi)) ** (1 / r)
     return 1 - m(p) / m(q)
 
 def uniform_pqi(p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
                ) -> float:
     "The PQ Index of i.i.d. uniform weights on $[-a, a]$ for large `d`: $1 - (1+p)^{-1/p}(1+q)^{1/q}$."
-    _check_pq(p, q, 'uniform_pqi')
+    check_pq(p, q, 'uniform_pqi')
     return 1 - (1 + p) ** (-1 / p) * (1 + q) ** (1 / q)
 
 # %% ../nbs/40_pqi.ipynb #c55a307c
@@ -97,7 +88,7 @@ def pq_index(obj: nn.Module | torch.Tensor, # a model (its prunable weights) or 
             ) -> float | dict | torch.Tensor:
     """PQ Index over surviving weights. Model: 'global' a float, 'layer' {name: float}, 'neuron' {name: tensor per row}.
     Tensor: 'global' and 'layer' a float, 'neuron' a tensor with one index per row (dimension 0)."""
-    _check_pq(p, q, 'pq_index')
+    check_pq(p, q, 'pq_index')
     if scope not in SCOPES: raise ValueError(f'pq_index: scope={scope!r}, expected one of {SCOPES}')
     if isinstance(obj, torch.Tensor):
         if isinstance(masks, str): masks = obj != 0 if masks == 'nonzero' else _model_masks(None, masks, {}, 'pq_index')
@@ -122,7 +113,7 @@ def retained_bound(index, # PQ Index I of the weights (float or tensor)
                    eta_r: float = 0.0, # tolerated tail: sum of |w|^p outside the kept weights over the sum inside
                   ):
     r"Theorem 2: at least $d(1+\eta_r)^{-q/(q-p)}(1-I)^{qp/(q-p)}$ weights must stay (not rounded); floats or tensors."
-    _check_pq(p, q, 'retained_bound')
+    check_pq(p, q, 'retained_bound')
     if bool((torch.as_tensor(eta_r) < 0).any()): raise ValueError('retained_bound: eta_r must be >= 0')
     return d * (1 + eta_r) ** (-q / (q - p)) * (1 - index) ** (q * p / (q - p))
 
@@ -168,7 +159,7 @@ def sap_masks(model: nn.Module, # trained model whose prunable weights are score
               fraction: float | None = None, # prune this fraction of the survivors instead (lottery ticket baseline)
              ) -> tuple[dict, dict]:
     "One SAP pruning step: new masks (the survivors minus the $c_t$ smallest of each scope) and {'index', 'bound', 'pruned'}."
-    _check_pq(p, q, 'sap_masks')
+    check_pq(p, q, 'sap_masks')
     if scope not in SCOPES: raise ValueError(f'sap_masks: scope={scope!r}, expected one of {SCOPES}')
     if fraction is not None and not 0 <= fraction < 1: raise ValueError(f'sap_masks: fraction={fraction} must lie in [0, 1)')
     weights = prunable_weights(model)
@@ -203,418 +194,6 @@ def sap_masks(model: nn.Module, # trained model whose prunable weights are score
     info.update(bound=bounds, pruned=pruned)
     return new, info
 
-# %% ../nbs/40_pqi.ipynb #adc5c80b
-def _pairs(model: nn.Module, masks: Mapping[str, torch.Tensor] | None, dev: torch.device, who: str) -> list:
-    "(weight, mask on `dev`) for every masked prunable weight of `model`."
-    if not masks: return []
-    weights = prunable_weights(model)
-    out = []
-    for n, m in masks.items():
-        if n not in weights: raise ValueError(f'{who}: masks names {n!r}, which is not a prunable weight of the model')
-        if tuple(m.shape) != tuple(weights[n].shape): raise ValueError(f'{who}: mask of {n!r} has shape {tuple(m.shape)}, the weight {tuple(weights[n].shape)}')
-        out.append((weights[n], m.to(dev, weights[n].dtype)))
-    return out
-
-def train_masked(model: nn.Module, # the network, trained in place
-                 loader: Iterable, # training batches (inputs, labels); needs `len` for the schedule
-                 epochs: int = 1, # passes over `loader`, at least 1
-                 masks: Mapping[str, torch.Tensor] | None = None, # survivors by parameter name; masked weights stay 0
-                 lr: float = 0.1, # learning rate at the start of the cosine schedule (to 0) (per iteration)
-                 momentum: float = 0.9, # SGD momentum
-                 weight_decay: float = 5e-4, # SGD weight decay
-                 nesterov: bool = True, # Nesterov momentum (only when `momentum` > 0)
-                 clip: float | None = 1.0, # gradient-norm clipping (None: off)
-                 val_loader: Iterable | None = None, # if given, end on the epoch with the best accuracy on it
-                 device: str | torch.device | None = None, # where to train; default CUDA when present
-                ) -> nn.Module:
-    "Train `model` **in place** with SGD and a cosine learning rate, holding masked weights at zero; returns it, in eval mode."
-    if epochs < 1: raise ValueError(f'train_masked: epochs={epochs} must be at least 1')
-    dev = default_device(device)
-    model.to(dev)
-    pairs = _pairs(model, masks, dev, 'train_masked')
-    def remask():
-        with torch.no_grad():
-            for w, m in pairs: w.mul_(m)
-    remask()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                          nesterov=nesterov and momentum > 0)
-    lr_at = lr_schedule('cosine', lr, epochs * len(loader))
-    hist, best, step, t0 = {'loss': [], 'val_acc': []}, (-1.0, None, -1), 0, time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        total = seen = 0
-        for x, y in loader:
-            for group in opt.param_groups: group['lr'] = lr_at(step)
-            loss = F.cross_entropy(model(x.to(dev)), y.to(dev))
-            opt.zero_grad(set_to_none=True); loss.backward()
-            for w, m in pairs:
-                if w.grad is not None: w.grad.mul_(m)
-            if clip: nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step(); remask()
-            step += 1; total += loss.item() * len(y); seen += len(y)
-        hist['loss'].append(total / seen)
-        if val_loader is not None:
-            hist['val_acc'].append(acc := evaluate(model, val_loader, dev))
-            if acc > best[0]: best = (acc, copy.deepcopy(model.state_dict()), epoch)
-    if best[1] is not None: model.load_state_dict(best[1])
-    hist.update(best_epoch=best[2] if best[1] is not None else epochs - 1, val_acc_best=best[0] if best[1] is not None else None,
-                seconds=time.perf_counter() - t0)
-    model.train_history = hist
-    return model.eval()
-
-# %% ../nbs/40_pqi.ipynb #ee01095c
-def preload(dataset: Dataset, # items (input, label), transformed on access
-            batch_size: int = 1000, # items read at a time
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Every item of `dataset` (each transformed once) as two tensors: inputs and labels."
-    if len(dataset) == 0: raise ValueError('preload: `dataset` is empty')
-    xs, ys = zip(*torch.utils.data.DataLoader(dataset, batch_size=batch_size))
-    return torch.cat(xs), torch.cat(ys)
-
-def random_crop_flip(x: torch.Tensor, # a batch of images (N, C, H, W)
-                     pad: int = 4, # zero padding on each side before cropping back to H x W
-                     generator: torch.Generator | None = None, # random source (default: the global one)
-                    ) -> torch.Tensor:
-    "Each image of the batch `x` (N, C, H, W) cropped at random from its zero-padded copy, and flipped left-right half of the time."
-    n, c, h, w = x.shape
-    xp = F.pad(x, (pad, pad, pad, pad))
-    i, j = (torch.randint(0, 2 * pad + 1, (n,), generator=generator) for _ in range(2))
-    rows = (i.view(n, 1) + torch.arange(h)).view(n, 1, h, 1)
-    cols = (j.view(n, 1) + torch.arange(w)).view(n, 1, 1, w)
-    out = xp[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
-    flip = torch.rand(n, generator=generator) < 0.5
-    out[flip] = out[flip].flip(3)
-    return out
-
-class TensorLoader:
-    "Mini-batches `(x[idx], y[idx])` of in-memory tensors; `shuffle` reorders every epoch from `seed`; `augment` applies `random_crop_flip`."
-    def __init__(self, x: torch.Tensor, # inputs
-                 y: torch.Tensor, # labels, as many as inputs
-                 batch_size: int = 256, # items per batch (the last one may be smaller)
-                 shuffle: bool = False, # reshuffle every epoch
-                 seed: int = 0, # seeds the loader's own generator (order and augmentation)
-                 augment: bool = False, # random crops (pad 4) and flips, for CIFAR-like images
-                ):
-        if len(x) != len(y): raise ValueError(f'TensorLoader: {len(x)} inputs but {len(y)} labels')
-        if batch_size < 1: raise ValueError(f'TensorLoader: batch_size={batch_size} must be at least 1')
-        self.x, self.y, self.batch_size, self.shuffle, self.augment = x, y, batch_size, shuffle, augment
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int: return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for s in range(0, n, self.batch_size):
-            idx = order[s:s + self.batch_size]
-            xb = self.x[idx]
-            yield (random_crop_flip(xb, generator=self.generator) if self.augment else xb), self.y[idx]
-
-# %% ../nbs/40_pqi.ipynb #a1fd77d2
-def _pair_key(p: float, q: float) -> str: return f'{p:g},{q:g}'
-
-def _pqi_record(model: nn.Module, masks, track: Sequence[tuple[float, float]]) -> dict:
-    "PQI of `model`'s surviving weights in every scope, for every (p, q) of `track`."
-    out = {}
-    for p, q in track:
-        layer = pq_index(model, p, q, 'layer', masks)
-        neuron = pq_index(model, p, q, 'neuron', masks)
-        out[_pair_key(p, q)] = {'global': pq_index(model, p, q, 'global', masks), 'layer': layer,
-                                'layer_mean': sum(layer.values()) / len(layer),
-                                'neuron': {n: float(v.mean()) for n, v in neuron.items()},
-                                'neuron_mean': float(torch.cat(list(neuron.values())).mean())}
-    return out
-
-@dataclass
-class SAPResult:
-    "What `sap_prune` returns: the final `model`, one record per round in `history`, the final `masks` (unstructured), the trained dense weights `dense_state`, the run's settings `config`."
-    model: nn.Module                  # the network of the last round, trained, on the CPU
-    history: list[dict]               # one record per round
-    masks: dict | None = None         # survivors by parameter name (None for a structured run)
-    dense_state: dict | None = None   # state dict of the dense network trained in round 0
-    config: dict = field(default_factory=dict) # the settings of the run
-
-    def column(self, key: str | None, # a record field ('density', 'test_acc', ...); ignored with `pair`
-               pair: str | None = None, # a tracked (p, q) as 'p,q'
-               scope: str = 'global', # with `pair`: 'global', 'layer_mean' or 'neuron_mean'
-              ) -> list:
-        "One value per round: `history[t][key]`, or with `pair` ('0.5,1'), the PQI of that pair in `scope` ('global', 'layer_mean', 'neuron_mean')."
-        if pair is not None: return [r['pqi'][pair][scope] for r in self.history]
-        return [r.get(key) for r in self.history]
-
-    def best(self, tolerance: float = 0.005, # accuracy drop allowed, as a fraction (0.005: half a point)
-             key: str = 'val_acc', # which accuracy decides (validation: never choose on the test set)
-            ) -> dict:
-        "The round with the lowest density whose `key` accuracy is at most `tolerance` below round 0's (the dense network's)."
-        ref = self.history[0][key]
-        ok = [r for r in self.history if r[key] is not None and r[key] >= ref - tolerance - 1e-12]
-        return min(ok, key=lambda r: (r['density'], r['round']))
-
-# %% ../nbs/40_pqi.ipynb #98609684
-def _rewound(init: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> nn.Module:
-    "A copy of `init` with the masked prunable weights zeroed (rewinding to the initialisation)."
-    net = copy.deepcopy(init)
-    if masks:
-        with torch.no_grad():
-            for n, w in prunable_weights(net).items(): w.mul_(masks[n].to(w.device, w.dtype))
-    return net
-
-def _first_inputs(loader: Iterable) -> torch.Tensor:
-    "The inputs of the first batch of `loader`, one sample, on the CPU (for tracing)."
-    batch = next(iter(loader))
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return x[:1].cpu()
-
-def _config(**kw) -> dict: return {k: ([list(t) for t in v] if k == 'track' else v) for k, v in kw.items()}
-
-# %% ../nbs/40_pqi.ipynb #a9e28f49
-def channel_scores(model: nn.Module, # the network whose weights are read
-                   group: ChannelGroup, # a channel group traced from `model` (or from a network of the same shapes)
-                  ) -> torch.Tensor:
-    "For each channel of `group`, the mean |weight| of its filters over the group's producers, read from `model`."
-    s, n = torch.zeros(len(group), dtype=torch.float64), 0
-    for name in group.producers:
-        m = model.get_submodule(name)
-        W = m.weight.detach().double().cpu()
-        if isinstance(m, nn.modules.conv._ConvTransposeNd):
-            g = m.groups
-            W = W.view(g, W.shape[0] // g, *W.shape[1:]).transpose(1, 2).reshape(m.out_channels, -1)
-        rows = W.abs().flatten(1)
-        s += rows.sum(1)[[pos[0] for pos in group.positions(name)]]; n += rows.shape[1]
-    return s / max(n, 1)
-
-def structured_drop(model: nn.Module, # the trained network whose channels are scored
-                    groups: Sequence[ChannelGroup], # channel groups of `model` (or of a network of the same shapes)
-                    p: float = 0.5, # the smaller norm of the index, 0 < p < q
-                    q: float = 1.0, # the larger norm of the index
-                    eta_r: float = 0.0, # compression hyper-parameter η_r (>= 0): larger prunes more
-                    gamma: float = 1.0, # scaling γ of the pruned fraction (>= 0)
-                    beta: float = 0.9, # largest fraction β pruned in one round, in [0, 1)
-                    scope: str = 'global', # 'global' (one PQI over all channels) or 'layer' (one per group)
-                    fraction: float | None = None, # drop this fraction of each scope's channels instead
-                   ) -> tuple[dict, dict]:
-    "One structured SAP step: {group index: channels to drop} for `remove_channels`, and {'index', 'bound', 'pruned'}."
-    _check_pq(p, q, 'structured_drop')
-    if scope not in ('global', 'layer'): raise ValueError(f"structured_drop: scope={scope!r}, expected 'global' or 'layer'")
-    live = [g for g in groups if g.prunable]
-    if not live: raise ValueError('structured_drop: the model has no prunable channel group')
-    scores = {g.idx: channel_scores(model, g) for g in live}
-    count = lambda index, d: int(math.floor(d * fraction + 1e-9)) if fraction is not None else int(prune_count(index, d, p, q, eta_r, gamma, beta))
-    drop, info = {}, {}
-    if scope == 'global':
-        allv = torch.cat(list(scores.values()))
-        index = pqi(allv, p, q)
-        c = count(index, len(allv))
-        pivot = allv.sort().values[min(c, len(allv) - 1)] if c > 0 else -math.inf
-        for g in live: drop[g.idx] = choose_channels(g, scores[g.idx], min(int((scores[g.idx] < pivot).sum()), len(g) - 1))
-        info = {'index': float(index), 'bound': float(retained_bound(index, len(allv), p, q, eta_r))}
-    else:
-        info = {'index': {}, 'bound': 0.0}
-        for g in live:
-            index = pqi(scores[g.idx], p, q)
-            drop[g.idx] = choose_channels(g, scores[g.idx], min(count(index, len(g)), len(g) - 1))
-            info['index'][g.idx] = float(index); info['bound'] += float(retained_bound(index, len(g), p, q, eta_r))
-    drop = {k: v for k, v in drop.items() if v}
-    info['pruned'] = sum(map(len, drop.values()))
-    info['scores'] = scores
-    return drop, info
-
-# %% ../nbs/40_pqi.ipynb #d3ea2815
-def _replay(init: nn.Module, drops: Sequence[dict], x: torch.Tensor) -> nn.Module:
-    "`init` with the channel removals `drops` (one {group index: channels} per round) applied in order."
-    net = copy.deepcopy(init)
-    for d in drops: net = remove_channels(net, channel_groups(net, x), d)
-    return net
-
-def _channels(groups: Sequence[ChannelGroup]) -> int: return sum(len(g) for g in groups if g.prunable)
-
-def _unstructured_round(init, state, t, prune, x, base0, rule, rewind, track, fit, dev) -> dict:
-    "Train round `t` under `state['masks']`, record it, and (if `prune`) compute the next masks."
-    masks = state['masks']
-    net = _rewound(init, masks) if rewind or t == 0 else state['start']
-    fit(net, masks)
-    kept = sum(int(m.sum()) for m in masks.values())
-    h = net.train_history
-    rec = {'round': t, 'density': kept / base0['kept'], 'kept': kept, 'params': base0['params'] - (base0['kept'] - kept),
-           'val_acc': h['val_acc_best'], 'train_loss': h['loss'][-1], 'best_epoch': h['best_epoch'],
-           'pqi': _pqi_record(net, masks, track)}
-    if prune:
-        new, info = sap_masks(net, masks, **rule)
-        idx = info['index']
-        rec.update(pruned=info['pruned'], bound=info['bound'] if isinstance(info['bound'], float) else sum(info['bound'].values()),
-                   index=idx if isinstance(idx, float) else {n: float(v.mean()) if isinstance(v, torch.Tensor) else v for n, v in idx.items()},
-                   pqi_pruned=pq_index(net, rule['p'], rule['q'], 'global', new))
-        state['masks'] = new
-        if not rewind: state['start'] = _rewound(net.cpu(), new)
-    state['net'] = net
-    return rec
-
-def _structured_round(init, state, t, prune, x, base0, rule, rewind, track, fit, dev) -> dict:
-    "Train round `t` on the physically pruned network, record it, and (if `prune`) remove the next channels."
-    if state.get('init_t') is None: state['init_t'] = _replay(init, state['drops'], x)
-    net = copy.deepcopy(state['init_t']) if rewind or t == 0 else state['start']
-    fit(net, None)
-    net.cpu()
-    h, params = net.train_history, count_params(net)
-    groups = channel_groups(state['init_t'] if rewind else net, x)
-    if 'channels0' not in state: state['channels0'] = _channels(groups)
-    macs = count_macs(net, x, dev)
-    rec = {'round': t, 'density': params / base0['params'], 'kept': params, 'params': params, 'macs': macs,
-           'macs_ratio': macs / base0['macs'], 'channels': _channels(groups) / state['channels0'],
-           'val_acc': h['val_acc_best'], 'train_loss': h['loss'][-1], 'best_epoch': h['best_epoch'],
-           'pqi': _pqi_record(net, None, track)}
-    rule = {k: v for k, v in rule.items()}
-    drop, info = structured_drop(net, groups, **rule)
-    scores = torch.cat(list(info['scores'].values()))
-    rec['channel_pqi'] = {'global': float(pqi(scores, rule['p'], rule['q'])),
-                          'layer_mean': sum(float(pqi(s, rule['p'], rule['q'])) for s in info['scores'].values()) / len(info['scores'])}
-    if prune:
-        rec.update(pruned=info['pruned'], bound=info['bound'],
-                   index=info['index'] if isinstance(info['index'], float) else {str(k): v for k, v in info['index'].items()})
-        kept = torch.cat([torch.ones(len(s), dtype=torch.bool).index_fill_(0, torch.tensor(drop.get(i, []), dtype=torch.long), False)
-                          for i, s in info['scores'].items()])
-        rec['pqi_pruned'] = float(pqi(scores, rule['p'], rule['q'], kept))
-        if drop:
-            if rewind: state['init_t'] = remove_channels(state['init_t'], groups, drop)
-            else: state['start'] = remove_channels(net, groups, drop)
-        elif not rewind: state['start'] = net
-        state['drops'].append(drop)
-    state['net'] = net
-    return rec
-
-def _restore(init: nn.Module, state: dict, x: torch.Tensor, structured: bool) -> nn.Module:
-    "The last trained network of a run read back from its checkpoint."
-    net = _replay(init, state['drops'][:len(state['history']) - 1], x) if structured else copy.deepcopy(init)
-    net.load_state_dict(state['trained'])
-    return net
-
-def _start_from_checkpoint(init: nn.Module, state: dict, x: torch.Tensor, structured: bool, rewind: bool):
-    "Rebuild the in-memory parts of a run's `state` read from a checkpoint."
-    if rewind or not state['history']: return
-    if structured:
-        net = _replay(init, state['drops'], x); net.load_state_dict(state['start_state'])
-    else: net = _rewound(init, None); net.load_state_dict(state['start_state'])
-    state['start'] = net
-
-# %% ../nbs/40_pqi.ipynb #dc90247d
-def sap_prune(model: nn.Module, # the initialisation $w_\text{init}$ (not modified)
-              train_loader: Iterable, # training batches (inputs, labels)
-              val_loader: Iterable, # validation batches (checkpoint selection)
-              rounds: int = 10, # T: pruning rounds (T + 1 trainings)
-              p: float = 0.5, # the smaller norm of the index, 0 < p < q
-              q: float = 1.0, # the larger norm of the index
-              eta_r: float = 0.0, # compression hyper-parameter η_r (>= 0): larger prunes more
-              gamma: float = 1.0, # scaling γ of the pruned fraction (>= 0)
-              beta: float = 0.9, # largest fraction β pruned in one round, in [0, 1)
-              scope: str = 'global', # 'global', 'layer' or 'neuron' (structured: 'global' or 'layer')
-              structured: bool = False, # remove whole channels physically (prunebook's extension) instead of masking weights
-              rewind: bool = True, # rewind survivors to `model`'s values every round (else continue from the trained ones)
-              epochs_per_round: int = 1, # training epochs of every round
-              fraction: float | None = None, # prune this fixed fraction each round instead (the lottery-ticket baseline)
-              test_loader: Iterable | None = None, # reported per round, never used for any decision
-              example_inputs=None, # for tracing (structured) and MACs; default: one sample of `val_loader`
-              track: Sequence[tuple[float, float]] = ((0.5, 1.0), (1.0, 2.0)), # (p, q) pairs whose PQI is recorded
-              lr: float = 0.1, # learning rate at the start of every round's cosine schedule (to 0) (`train_masked`)
-              momentum: float = 0.9, # SGD (Nesterov) momentum
-              weight_decay: float = 5e-4, # SGD weight decay
-              clip: float | None = 1.0, # gradient-norm clipping (None: off)
-              seed: int = 0, # round t seeds torch with `seed + t`
-              device: str | torch.device | None = None, # where to train; default CUDA when present
-              checkpoint: str | Path | None = None, # save after every round, resume from here
-              log: Callable[[str], None] | None = print, # one line per round (None: silent)
-             ) -> SAPResult:
-    "Sparsity-informed Adaptive Pruning: train, measure PQI, prune down to the bound, rewind; `rounds` times. Returns a `SAPResult`."
-    _check_pq(p, q, 'sap_prune')
-    for a, b in track: _check_pq(a, b, 'sap_prune (track)')
-    if scope not in SCOPES: raise ValueError(f'sap_prune: scope={scope!r}, expected one of {SCOPES}')
-    if structured and scope == 'neuron': raise ValueError("sap_prune: scope='neuron' needs unstructured pruning; use 'global' or 'layer' with structured=True")
-    if rounds < 0 or epochs_per_round < 1: raise ValueError(f'sap_prune: rounds={rounds} must be >= 0 and epochs_per_round={epochs_per_round} >= 1')
-    if not 0 <= beta < 1: raise ValueError(f'sap_prune: beta={beta} must lie in [0, 1)')
-    if eta_r < 0 or gamma < 0: raise ValueError(f'sap_prune: eta_r={eta_r} and gamma={gamma} must be >= 0')
-    if fraction is not None and not 0 < fraction < 1: raise ValueError(f'sap_prune: fraction={fraction} must lie in (0, 1)')
-    if not isinstance(model, nn.Module) or not prunable_weights(model): raise ValueError('sap_prune: `model` has no prunable weight')
-    dev = default_device(device)
-    track = tuple(dict.fromkeys([(float(p), float(q)), *[(float(a), float(b)) for a, b in track]]))
-    config = _config(rounds=rounds, p=p, q=q, eta_r=eta_r, gamma=gamma, beta=beta, scope=scope, structured=structured,
-                     rewind=rewind, epochs_per_round=epochs_per_round, fraction=fraction, track=track, lr=lr,
-                     momentum=momentum, weight_decay=weight_decay, clip=clip, seed=seed)
-    x = (as_inputs(example_inputs)[0] if example_inputs is not None else _first_inputs(val_loader)).cpu()
-    init = copy.deepcopy(model).cpu().eval()
-    state = {'history': [], 'drops': [], 'dense': None,
-             'masks': None if structured else {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(init).items()}}
-    if checkpoint is not None and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location='cpu', weights_only=False)
-        if saved['config'] != config: raise ValueError(f'sap_prune: checkpoint {checkpoint} was made with other settings: {saved["config"]}')
-        state = saved['state']
-        _start_from_checkpoint(init, state, x, structured, rewind)
-    base0 = {'params': count_params(init), 'kept': sum(w.numel() for w in prunable_weights(init).values()),
-             'macs': count_macs(init, x, dev)}
-    rule = dict(p=p, q=q, eta_r=eta_r, gamma=gamma, beta=beta, scope=scope, fraction=fraction)
-    fit = lambda net, masks: train_masked(net, train_loader, epochs_per_round, masks, lr, momentum, weight_decay, True,
-                                          clip, val_loader, dev)
-    step = _structured_round if structured else _unstructured_round
-    for t in range(len(state['history']), rounds + 1):
-        t0 = time.perf_counter()
-        torch.manual_seed(seed + t)
-        rec = step(init, state, t, t < rounds, x, base0, rule, rewind, track, fit, dev)
-        rec['test_acc'] = evaluate(state['net'], test_loader, dev) if test_loader is not None else None
-        rec['seconds'] = time.perf_counter() - t0
-        state['history'].append(rec)
-        if t == 0: state['dense'] = {k: v.detach().cpu().clone() for k, v in state['net'].state_dict().items()}
-        if log: log(f"round {t}: density {rec['density']:.2%}, val {rec['val_acc']:.2%}"
-                    + (f", test {rec['test_acc']:.2%}" if rec['test_acc'] is not None else '')
-                    + f", PQI {rec['pqi'][_pair_key(p, q)]['global']:.4f}" + (f", pruned {rec['pruned']:,}" if 'pruned' in rec else '')
-                    + f" ({rec['seconds']:.0f} s)")
-        if checkpoint is not None:
-            keep = {k: v for k, v in state.items() if k not in ('net', 'start', 'init_t')}
-            keep['trained'] = {k: v.detach().cpu() for k, v in state['net'].state_dict().items()}
-            if state.get('start') is not None: keep['start_state'] = {k: v.detach().cpu() for k, v in state['start'].state_dict().items()}
-            tmp = Path(str(checkpoint) + '.tmp'); torch.save({'config': config, 'state': keep}, tmp); tmp.replace(checkpoint)
-    net = state.get('net')
-    if net is None: net = _restore(init, state, x, structured)          # every round came from the checkpoint
-    net = net.cpu().eval()
-    if not structured: net.prunebook_masks = {n: m.clone() for n, m in state['masks'].items()}
-    return SAPResult(net, state['history'], None if structured else net.prunebook_masks, state['dense'], config)
-
-# %% ../nbs/40_pqi.ipynb #fc92461b
-def one_shot_prune(model: nn.Module, # the initialisation (not modified)
-                   dense_state: Mapping[str, torch.Tensor], # the trained dense weights, whose magnitudes decide
-                   density: float, # fraction of the prunable weights to keep, in (0, 1]
-                   train_loader: Iterable, # training batches (inputs, labels)
-                   val_loader: Iterable, # validation batches (checkpoint selection)
-                   epochs: int = 1, # training epochs after pruning
-                   scope: str = 'global', # 'global', 'layer' or 'neuron': where the magnitudes are compared
-                   rewind: bool = True, # train from the initialisation (else from the pruned dense weights)
-                   test_loader: Iterable | None = None, # reported, never used for any decision
-                   track: Sequence[tuple[float, float]] = ((0.5, 1.0), (1.0, 2.0)), # (p, q) pairs whose PQI is recorded
-                   lr: float = 0.1, # learning rate at the start of the cosine schedule (to 0) (`train_masked`)
-                   momentum: float = 0.9, # SGD (Nesterov) momentum
-                   weight_decay: float = 5e-4, # SGD weight decay
-                   clip: float | None = 1.0, # gradient-norm clipping (None: off)
-                   seed: int = 0, # training seeds torch with `seed + 1`
-                   device: str | torch.device | None = None, # where to train; default CUDA when present
-                  ) -> SAPResult:
-    "Magnitude-prune `dense_state` once to `density`, rewind to `model`, train `epochs`; a one-round `SAPResult` (round = 1)."
-    if not 0 < density <= 1: raise ValueError(f'one_shot_prune: density={density} must lie in (0, 1]')
-    dense = copy.deepcopy(model).cpu()
-    dense.load_state_dict(dense_state)
-    masks, _ = sap_masks(dense, None, scope=scope, fraction=1 - density) if density < 1 else (
-        {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(dense).items()}, None)
-    torch.manual_seed(seed + 1)
-    net = _rewound(copy.deepcopy(model).cpu() if rewind else dense, masks)
-    dev = default_device(device)
-    t0 = time.perf_counter()
-    train_masked(net, train_loader, epochs, masks, lr, momentum, weight_decay, True, clip, val_loader, dev)
-    total = sum(m.numel() for m in masks.values()); kept = sum(int(m.sum()) for m in masks.values())
-    h = net.train_history
-    rec = {'round': 1, 'density': kept / total, 'kept': kept, 'params': count_params(net) - (total - kept),
-           'val_acc': h['val_acc_best'], 'train_loss': h['loss'][-1], 'best_epoch': h['best_epoch'],
-           'pqi': _pqi_record(net, masks, tuple((float(a), float(b)) for a, b in track)),
-           'test_acc': evaluate(net, test_loader, dev) if test_loader is not None else None}
-    rec['seconds'] = time.perf_counter() - t0
-    net = net.cpu().eval(); net.prunebook_masks = masks
-    return SAPResult(net, [rec], masks, dict(dense_state), _config(density=density, scope=scope, epochs=epochs, rewind=rewind, seed=seed))
-
 # %% ../nbs/40_pqi.ipynb #c5271c58
 def three_phases(values: Sequence[float], # e.g. the global PQI of each round
                  tol: float = 0.0, # each of the three changes must exceed this
@@ -630,97 +209,3 @@ def three_phases(values: Sequence[float], # e.g. the global PQI of each round
         if score > best['score']: best = {'i': i, 'j': j, 'k': k, 'fall': fall, 'rise': rise, 'fall2': fall2, 'score': score}
     best['found'] = best['score'] > tol
     return best
-
-# %% ../nbs/40_pqi.ipynb #f0ccaff2
-def _label_axes(ax, x: str, y: str, title: str | None = None):
-    ax.set_xlabel(x); ax.set_ylabel(y)
-    if title: ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-
-def plot_sap(results: Mapping[str, SAPResult], # {label: result}
-             pair: str = '0.5,1', # whose PQI to draw: 'p,q' as in the records
-             acc: str = 'test_acc', # 'test_acc' or 'val_acc'
-             title: str | None = None, # figure title (None: none)
-            ) -> plt.Figure:
-    "Per round: PQI (global scope) of the retrained network, % of weights remaining, accuracy; one line per run."
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for k, (name, r) in enumerate(results.items()):
-        c = f'C{k}'
-        if len(r.history) == 1:
-            axes[2].axhline(100 * r.history[0][acc], color=c, ls='--', label=f"{name} ({r.history[0]['density']:.2%} remaining)")
-            continue
-        rounds = r.column('round')
-        if pair in r.history[0]['pqi']: axes[0].plot(rounds, r.column(None, pair, 'global'), 'o-', ms=3, color=c, label=name)
-        axes[1].semilogy(rounds, [100 * d for d in r.column('density')], 'o-', ms=3, color=c, label=name)
-        axes[2].plot(rounds, [100 * a for a in r.column(acc)], 'o-', ms=3, color=c, label=name)
-    p, q = pair.split(',')
-    _label_axes(axes[0], 'round T', f'PQI $I_{{{p},{q}}}$ (global)', 'PQ Index of the retrained network')
-    _label_axes(axes[1], 'round T', '% weights remaining', 'Retained')
-    _label_axes(axes[2], 'round T', f"{'test' if acc == 'test_acc' else 'validation'} accuracy (%)", 'Accuracy')
-    axes[0].legend(fontsize=8); axes[2].legend(fontsize=8)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-def plot_tradeoff(results: Mapping[str, SAPResult], # {label: result}
-                  acc: str = 'test_acc', # 'test_acc' or 'val_acc'
-                  title: str | None = None, # axes title (None: none)
-                  ax=None, # axes to draw in (None: a new figure)
-                 ) -> plt.Axes:
-    "Accuracy against % of weights remaining (log scale, decreasing to the right), one line (or point) per run."
-    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.5))
-    for k, (name, r) in enumerate(results.items()):
-        ax.semilogx([100 * d for d in r.column('density')], [100 * a for a in r.column(acc)], 'o-' if len(r.history) > 1 else '*',
-                    ms=4 if len(r.history) > 1 else 12, color=f'C{k}', label=name)
-    ax.invert_xaxis()
-    _label_axes(ax, '% weights remaining', f"{'test' if acc == 'test_acc' else 'validation'} accuracy (%)", title)
-    ax.legend(fontsize=8)
-    return ax
-
-def plot_scopes(result: SAPResult, # one run
-                title: str | None = None, # figure title (None: none)
-               ) -> plt.Figure:
-    "PQI of one run per round: every tracked (p, q) in the global scope, the mean over layers and the mean over neurons."
-    pairs = list(result.history[0]['pqi'])
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.2), squeeze=False)
-    rounds = result.column('round')
-    for ax, pair in zip(axes[0], pairs):
-        for scope, style in (('global', 'o-'), ('layer_mean', 's--'), ('neuron_mean', '^:')):
-            ax.plot(rounds, result.column(None, pair, scope), style, ms=3, label=scope.replace('_mean', ' (mean)'))
-        p, q = pair.split(',')
-        _label_axes(ax, 'round T', f'$I_{{{p},{q}}}$', f'(p, q) = ({p}, {q})')
-        ax.legend(fontsize=8)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-def plot_layers(result: SAPResult, # one run
-                pair: str = '0.5,1', # whose PQI: 'p,q' as in the records
-                ax=None, # axes to draw in
-               ) -> plt.Axes:
-    "Heat map of the PQI of every layer (rows) at every round (columns): the static view of `pqi_explorer`."
-    layers = list(result.history[0]['pqi'][pair]['layer'])
-    data = torch.tensor([[h['pqi'][pair]['layer'].get(n, float('nan')) for h in result.history] for n in layers])
-    if ax is None: _, ax = plt.subplots(figsize=(1.2 + 0.35 * len(result.history), 0.9 + 0.3 * len(layers)))
-    im = ax.imshow(data, aspect='auto', cmap='viridis')
-    ax.set_yticks(range(len(layers)), [n.removesuffix('.weight') for n in layers], fontsize=7)
-    ax.set_xlabel('round T'); ax.set_title(f'layer PQI $I_{{{pair}}}$', fontsize=10)
-    plt.colorbar(im, ax=ax)
-    return ax
-
-def pqi_explorer(result: SAPResult, # one run
-                 pair: str = '0.5,1', # whose PQI: 'p,q' as in the records
-                ):
-    "An ipywidgets slider over the rounds of `result`: each layer's PQI and neuron-mean PQI at that round (needs ipywidgets)."
-    import ipywidgets as widgets
-    layers = list(result.history[0]['pqi'][pair]['layer'])
-    def show(round: int):
-        h = result.history[round]['pqi'][pair]
-        fig, ax = plt.subplots(figsize=(8, 3))
-        xs = torch.arange(len(layers))
-        ax.bar(xs - 0.2, [h['layer'][n] for n in layers], 0.4, label='layer')
-        ax.bar(xs + 0.2, [h['neuron'][n] for n in layers], 0.4, label='mean over neurons')
-        ax.set_xticks(xs.tolist(), [n.removesuffix('.weight') for n in layers], rotation=60, fontsize=7)
-        ax.set_title(f"round {round}: {result.history[round]['density']:.2%} remaining, global PQI {h['global']:.4f}", fontsize=10)
-        ax.legend(fontsize=8); plt.show()
-    return widgets.interact(show, round=widgets.IntSlider(0, 0, len(result.history) - 1, 1, description='round'))

@@ -9,12 +9,14 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .core import default_device, measuring
+from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import choose_channels, l1_scores, remove_channels, _normalize_drop, _check_same_model
 from .models import train
+from .allocation import RULES, allocate
 
 # %% auto #0
-__all__ = ['jacobian_singular_values', 'TPPRegularizer', 'l1_drop', 'tpp_regularize', 'tpp_prune']
+__all__ = ['jacobian_singular_values', 'TPPRegularizer', 'tpp_scores', 'l1_drop', 'tpp_regularize', 'tpp_prune']
 
 # %% ../nbs/50_tpp.ipynb #ec6653bf
 def jacobian_singular_values(model: nn.Module, # maps a batch to (batch, outputs); run in eval mode
@@ -215,6 +217,26 @@ def _single_producer(g: ChannelGroup) -> bool:
     "The groups TPP prunes by default: prunable, with one producer (not on a residual stream)."
     return g.prunable and len(g.producers) == 1
 
+def _selected(groups: Sequence[ChannelGroup], layers, who: str) -> list[ChannelGroup]:
+    "The groups `layers` selects (producer names, a predicate on groups, or None: single-producer groups), all prunable."
+    if layers is None: pick = _single_producer
+    elif callable(layers): pick = layers
+    else:
+        names = set([layers] if isinstance(layers, str) else layers)
+        if missing := sorted(names - {p for g in groups for p in g.producers}):
+            raise ValueError(f'{who}: layers {missing} produce no channel group of the model')
+        pick = lambda g: any(p in names for p in g.producers)
+    out = [g for g in groups if pick(g)]
+    for g in out:
+        if not g.prunable: raise ValueError(f'{who}: channel group {g.idx} ({", ".join(g.producers)}) cannot be pruned: {g.reason}')
+    return out
+
+def tpp_scores(groups: Sequence[ChannelGroup], # from `channel_groups`
+               layers: Sequence[str] | Callable[[ChannelGroup], bool] | None = None, # as in `l1_drop`
+              ) -> dict:
+    "TPP's choice of filters as scores: {group: L1 norm of each channel's filters} for the selected groups."
+    return {g: l1_scores(g) for g in _selected(groups, layers, 'tpp_scores')}
+
 def l1_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
             prune_ratio: float | Mapping[str, float], # one layer-wise ratio, or {producer name: ratio}
             layers: Sequence[str] | Callable[[ChannelGroup], bool] | None = None, # producer names, or a predicate on groups
@@ -223,17 +245,9 @@ def l1_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
     ratios = prune_ratio if isinstance(prune_ratio, Mapping) else None
     for r in (ratios.values() if ratios else [prune_ratio]):
         if not 0 <= r < 1: raise ValueError(f'l1_drop: prune_ratio {r} must lie in [0, 1)')
-    if layers is None: pick = _single_producer if ratios is None else (lambda g: any(p in ratios for p in g.producers))
-    elif callable(layers): pick = layers
-    else:
-        names = set([layers] if isinstance(layers, str) else layers)
-        if missing := sorted(names - {p for g in groups for p in g.producers}):
-            raise ValueError(f'l1_drop: layers {missing} produce no channel group of the model')
-        pick = lambda g: any(p in names for p in g.producers)
     drop = {}
-    for g in groups:
-        if not pick(g): continue
-        if not g.prunable: raise ValueError(f'l1_drop: channel group {g.idx} ({", ".join(g.producers)}) cannot be pruned: {g.reason}')
+    if layers is None and ratios is not None: layers = lambda g: any(p in ratios for p in g.producers)
+    for g in _selected(groups, layers, 'l1_drop'):
         r = max(ratios.get(p, 0) for p in g.producers) if ratios else prune_ratio
         n = min(math.ceil(r * len(g) - 1e-9), len(g) - 1)
         if n > 0 and (idxs := choose_channels(g, l1_scores(g), n)): drop[g] = idxs
@@ -241,13 +255,6 @@ def l1_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
     return drop
 
 # %% ../nbs/50_tpp.ipynb #e46e2e2d
-def _batches(loader: Iterable):
-    "Batches from `loader`, epoch after epoch, without end."
-    while True:
-        empty = True
-        for batch in loader: empty = False; yield batch
-        if empty: raise ValueError('`train_loader` yielded no batches')
-
 def _summary(reg: TPPRegularizer) -> dict:
     "`reg.report()` in three numbers: mean pruned/kept filter norm ratio, largest |cos(pruned, kept)|, largest pruned |gamma| or |beta|."
     rows = reg.report()
@@ -276,7 +283,7 @@ def tpp_regularize(model: nn.Module, # trained in place
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     stab0 = reg.t + reg.ramp_iters
     total, start, log, acc = stab0 + stabilize_iters, time.perf_counter(), [], []
-    for x, y in _batches(train_loader):
+    for x, y in batches(train_loader, cycle=True):
         if reg.t >= total: break
         ce = F.cross_entropy(model(x.to(dev)), y.to(dev))
         gram, lam = reg.gram_penalty(), reg.lam
@@ -325,15 +332,16 @@ def tpp_prune(model: nn.Module, # a trained network (not modified unless `inplac
               log_every: int = 50, # log the regularization phase every this many steps (`.tpp['log']`)
               progress: bool = True, # print progress of both phases
               inplace: bool = False, # regularize `model` itself instead of a copy
+              allocation: str = 'paper', # 'paper': `prune_ratio` in every selected layer; or a rule of `allocation.RULES` (L1 scores)
              ) -> nn.Module:
     "Choose filters by L1, regularize them away (`tpp_regularize`), remove them (`remove_channels`), fine-tune; returns the pruned model, details in `.tpp`."
-    if example_inputs is None:
-        first = next(iter(train_loader), None)
-        if first is None: raise ValueError('tpp_prune: `train_loader` yielded no batches')
-        example_inputs = first[0][:1]
+    if example_inputs is None: example_inputs = first_input(train_loader)
     work = model if inplace else copy.deepcopy(model)
     groups = channel_groups(work, example_inputs)
-    drop = l1_drop(groups, prune_ratio, layers)
+    if allocation == 'paper': drop = l1_drop(groups, prune_ratio, layers)
+    elif allocation in RULES and not isinstance(prune_ratio, Mapping):
+        drop = allocate(groups, tpp_scores(groups, layers), prune_ratio, allocation)
+    else: raise ValueError(f"tpp_prune: allocation={allocation!r} needs 'paper', or one of {RULES} with one float prune_ratio")
     reg = TPPRegularizer.from_groups(work, groups, drop, alpha=alpha, delta=ceiling * interval / ramp_iters,
                                      interval=interval, ceiling=ceiling, weight_reg=weight_reg, bn_reg=bn_reg)
     t0 = time.perf_counter()

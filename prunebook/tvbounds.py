@@ -24,21 +24,35 @@ def tv_bounds(h2: Tensor) -> tuple[Tensor, Tensor]:
     return h2, (h2 * (2 - h2)).clamp(min=0).sqrt()
 
 # %% ../nbs/11_tv_bounds.ipynb #afd1a0fe
-def bhattacharyya_diag(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, eps: float = 1e-8) -> Tensor:
-    """Bhattacharyya distance between diagonal Gaussians; means and variances `(..., P)`, result `(...)`. Parameters: `mu1`: means of P; `var1`: variances of P; `mu2`: means of Q; `var2`: variances of Q; `eps`: floor on variances."""
+def bhattacharyya_diag(mu1: Tensor, # means of P `(..., P)`
+                       var1: Tensor, # variances of P
+                       mu2: Tensor, # means of Q
+                       var2: Tensor, # variances of Q
+                       eps: float = 1e-8, # floor on variances
+                      ) -> Tensor:
+    "Bhattacharyya distance between diagonal Gaussians; means and variances `(..., P)`, result `(...)`."
     v1, v2 = var1.clamp(min=eps), var2.clamp(min=eps)
     v = (v1 + v2) / 2
     return ((mu1 - mu2) ** 2 / (8 * v)).sum(-1) + 0.5 * (v.log() - 0.5 * (v1.log() + v2.log())).sum(-1)
 
-def bhattacharyya_iso(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tensor, eps: float = 1e-8) -> Tensor:
-    """Bhattacharyya distance between isotropic Gaussians: means `(..., P)`, one variance each `(...)`; result `(...)`. Parameters: `mu1`: means of P; `var1`: variances of P; `mu2`: means of Q; `var2`: variances of Q; `eps`: floor on variances."""
+def bhattacharyya_iso(mu1: Tensor, # means of P `(..., P)`
+                      var1: Tensor, # the variance of P `(...)`
+                      mu2: Tensor, # means of Q
+                      var2: Tensor, # the variance of Q
+                      eps: float = 1e-8, # floor on variances
+                     ) -> Tensor:
+    "Bhattacharyya distance between isotropic Gaussians: means `(..., P)`, one variance each `(...)`; result `(...)`."
     P = mu1.shape[-1]
     v1, v2 = var1.clamp(min=eps), var2.clamp(min=eps)
     v = (v1 + v2) / 2
     return ((mu1 - mu2) ** 2).sum(-1) / (8 * v) + P / 2 * (v.log() - 0.5 * (v1.log() + v2.log()))
 
-def bhattacharyya_full(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
-    """Bhattacharyya distance between Gaussians with full covariances `(..., P, P)` (positive definite); result `(...)`. Parameters: `mu1`: means of P; `cov1`: covariance of P; `mu2`: means of Q; `cov2`: covariance of Q."""
+def bhattacharyya_full(mu1: Tensor, # means of P `(..., P)`
+                       cov1: Tensor, # covariance of P `(..., P, P)`, positive definite
+                       mu2: Tensor, # means of Q
+                       cov2: Tensor, # covariance of Q
+                      ) -> Tensor:
+    "Bhattacharyya distance between Gaussians with full covariances `(..., P, P)` (positive definite); result `(...)`."
     S = (cov1 + cov2) / 2
     L = torch.linalg.cholesky(S)
     d = (mu1 - mu2).unsqueeze(-1)
@@ -46,41 +60,58 @@ def bhattacharyya_full(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> 
     logdet = lambda A: 2 * torch.linalg.cholesky(A).diagonal(dim1=-2, dim2=-1).log().sum(-1)
     return m / 8 + 0.5 * (logdet(S) - 0.5 * (logdet(cov1) + logdet(cov2)))
 
-def mahalanobis_sq(mu1: Tensor, mu2: Tensor, cov: Tensor) -> Tensor:
-    """Squared Mahalanobis distance $(\\mu_1-\\mu_2)^T\\Sigma^{-1}(\\mu_1-\\mu_2)$; means `(..., P)`, `cov` `(..., P, P)`. Parameters: `mu1`: means of P; `mu2`: means of Q."""
+def mahalanobis_sq(mu1: Tensor, # means of P `(..., P)`
+                   mu2: Tensor, # means of Q
+                   cov: Tensor, # the shared covariance `(..., P, P)`
+                  ) -> Tensor:
+    "Squared Mahalanobis distance $(\\mu_1-\\mu_2)^T\\Sigma^{-1}(\\mu_1-\\mu_2)$; means `(..., P)`, `cov` `(..., P, P)`."
     d = (mu1 - mu2).unsqueeze(-1)
     return torch.cholesky_solve(d, torch.linalg.cholesky(cov)).mul(d).sum((-2, -1))
 
-def tv_equal_cov(delta2: Tensor) -> Tensor:
-    """Exact total variation between two Gaussians with the same covariance, from the squared Mahalanobis distance: $2\\Phi(\\Delta/2)-1$. Parameters: `delta2`: squared Mahalanobis distances."""
+def tv_equal_cov(delta2: Tensor # squared Mahalanobis distances
+                ) -> Tensor:
+    "Exact total variation between two Gaussians with the same covariance, from the squared Mahalanobis distance: $2\\Phi(\\Delta/2)-1$."
     return torch.erf(delta2.clamp(min=0).sqrt() / (2 * math.sqrt(2)))
 
 # %% ../nbs/11_tv_bounds.ipynb #fd42d6c2
-def tv_monte_carlo(sample_p: Callable[[int], Tensor], sample_q: Callable[[int], Tensor],
-                   log_p: Callable[[Tensor], Tensor], log_q: Callable[[Tensor], Tensor], n: int = 100_000) -> tuple[float, float]:
-    """Monte-Carlo estimate of TV(P, Q) and its standard error, from `n` samples of the mixture (P + Q)/2. Parameters: `sample_p`: draws n samples of P; `sample_q`: draws n samples of Q; `log_p`: log-density of P; `log_q`: log-density of Q."""
+def tv_monte_carlo(sample_p: Callable[[int], Tensor], # draws n samples of P
+                   sample_q: Callable[[int], Tensor], # draws n samples of Q
+                   log_p: Callable[[Tensor], Tensor], # log-density of P
+                   log_q: Callable[[Tensor], Tensor], # log-density of Q
+                   n: int = 100_000, # samples of the mixture
+                  ) -> tuple[float, float]:
+    "Monte-Carlo estimate of TV(P, Q) and its standard error, from `n` samples of the mixture (P + Q)/2."
     x = torch.cat([sample_p(n // 2), sample_q(n - n // 2)])
     v = torch.tanh((log_p(x) - log_q(x)) / 2).abs()
     return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
 
-def diag_gaussian(mu: Tensor, var: Tensor, generator: torch.Generator | None = None):
-    """A sampler and a log-density for the diagonal Gaussian N(`mu`, diag(`var`)) (`mu`, `var` of shape `(P,)`). Parameters: `generator`: torch random generator for the samples."""
+def diag_gaussian(mu: Tensor, # means `(P,)`
+                  var: Tensor, # variances `(P,)`
+                  generator: torch.Generator | None = None, # random source of the samples
+                 ):
+    "A sampler and a log-density for the diagonal Gaussian N(`mu`, diag(`var`))."
     sd = var.sqrt()
     sample = lambda n: mu + sd * torch.randn(n, len(mu), dtype=mu.dtype, generator=generator)
     logpdf = lambda x: (-0.5 * ((x - mu) / sd) ** 2 - sd.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
     return sample, logpdf
 
 # %% ../nbs/11_tv_bounds.ipynb #d13419f4
-def class_pairs(n_classes: int, device: str | torch.device | None = None) -> Tensor:
-    """All pairs `(c, c')` with `c < c'`, shape `(K(K-1)/2, 2)`. Parameters: `n_classes`: number of classes K; `device`: where to compute (default: CUDA if present, else CPU)."""
+def class_pairs(n_classes: int, # number of classes K
+                device: str | torch.device | None = None, # where the result lives (default: CPU)
+               ) -> Tensor:
+    "All pairs `(c, c')` with `c < c'`, shape `(K(K-1)/2, 2)`."
     return torch.triu_indices(n_classes, n_classes, 1, device=device).T
 
-def pairwise_bhattacharyya(mean: Tensor, var: Tensor, count: Tensor | None = None, cov: str = 'diag',
-                           debias: bool = False, eps: float = 1e-8, pairs: Tensor | None = None, clamp: bool = True) -> Tensor:
-    """Bhattacharyya distances `(n_pairs, C)` between the Gaussians of every class pair, for every filter.
-    `mean`, `var`: `(K, C, P)` per-class, per-filter, per-position moments; `count`: `(K,)` samples per class (for `debias`);
-    `cov`: 'diag' (a variance per position) or 'iso' (one variance per class and filter: the mean over positions);
-    `debias`: subtract the expected inflation from finite samples, then (with `clamp`) floor at 0. Parameters: `eps`: floor on variances."""
+def pairwise_bhattacharyya(mean: Tensor, # `(K, C, P)` per-class, per-filter, per-position means
+                           var: Tensor, # `(K, C, P)` variances
+                           count: Tensor | None = None, # `(K,)` samples per class (for `debias`)
+                           cov: str = 'diag', # 'diag' (a variance per position) or 'iso' (one per class and filter: the mean over positions)
+                           debias: bool = False, # subtract the expected inflation from finite samples
+                           eps: float = 1e-8, # floor on variances
+                           pairs: Tensor | None = None, # the class pairs (default: all, `class_pairs`)
+                           clamp: bool = True, # with `debias`, floor the result at 0
+                          ) -> Tensor:
+    "Bhattacharyya distances `(n_pairs, C)` between the Gaussians of every class pair, for every filter."
     if cov not in ('diag', 'iso'): raise ValueError(f"pairwise_bhattacharyya: cov={cov!r}, expected 'diag' or 'iso'")
     if mean.shape != var.shape or mean.dim() != 3:
         raise ValueError(f'pairwise_bhattacharyya: mean {tuple(mean.shape)} and var {tuple(var.shape)} must both be (K, C, P)')
@@ -109,8 +140,11 @@ def pairwise_bhattacharyya(mean: Tensor, var: Tensor, count: Tensor | None = Non
     return d
 
 # %% ../nbs/11_tv_bounds.ipynb #733e1a25
-def moments_of(x: Tensor, y: Tensor, n_classes: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-class `(mean, var, count)` of samples `x` `(N, C, P)` with labels `y`: shapes `(K, C, P)`, `(K, C, P)`, `(K,)`. Parameters: `n_classes`: number of classes K."""
+def moments_of(x: Tensor, # samples `(N, C, P)`
+               y: Tensor, # their labels `(N,)`
+               n_classes: int, # number of classes K
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    "Per-class `(mean, var, count)` of samples `x` `(N, C, P)` with labels `y`: shapes `(K, C, P)`, `(K, C, P)`, `(K,)`."
     means = torch.stack([x[y == c].mean(0) for c in range(n_classes)])
     vars_ = torch.stack([x[y == c].var(0) for c in range(n_classes)])
     return means, vars_, torch.bincount(y, minlength=n_classes)

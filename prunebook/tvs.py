@@ -4,48 +4,26 @@
 
 # %% ../nbs/13_tvsprune.ipynb #5e6d81ce
 from __future__ import annotations
-import copy, math, time
-from typing import Iterable, Sequence
+import copy, time
+from typing import Sequence
 import torch, torch.nn as nn
-from torch.utils.data import Dataset
 from .core import ClassStats, Moments, count_params, count_macs, evaluate, default_device
-from .data import per_class_subset, dataloader
+from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
-from .surgery import remove_channels, choose_channels, _normalize_drop, _keep_ids
+from .surgery import remove_channels, choose_channels
+from .allocation import RULES, SizeModel, allocate, bisect
 from .tvbounds import pairwise_bhattacharyya, hellinger_sq, class_pairs
 
 # %% auto #0
 __all__ = ['SCORES', 'COMBINE', 'feature_module', 'select_groups', 'collect_stats', 'filter_scores', 'group_scores',
-           'threshold_drop', 'params_after', 'plan_sparsity', 'layer_report', 'tvsprune', 'itertvsprune',
-           'per_sample_stats']
-
-# %% ../nbs/13_tvsprune.ipynb #d7624a8b
-def _batches(data, n_per_class: int | None, batch_size: int = 256, seed: int = 0) -> Iterable:
-    "`(x, y)` batches from a dataset (class-balanced `n_per_class` subset), a pair of tensors, or an iterable of batches."
-    if isinstance(data, Dataset):
-        yield from dataloader(per_class_subset(data, n_per_class, seed) if n_per_class else data, batch_size)
-        return
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        data = zip(data[0].split(batch_size), data[1].split(batch_size))
-    seen = {}
-    for x, y in data:
-        if n_per_class:
-            keep = []
-            for c in y.tolist():
-                keep.append(seen.get(c, 0) < n_per_class)
-                seen[c] = seen.get(c, 0) + keep[-1]
-            keep = torch.tensor(keep, dtype=torch.bool)
-            x, y = x[keep], y[keep]
-        if len(y): yield x, y
-
-def _first_input(data) -> torch.Tensor:
-    "One input sample from `data` (for tracing)."
-    x, _ = next(iter(_batches(data, None, 1) if not isinstance(data, Dataset) else [(data[0][0][None], None)]))
-    return x[:1]
+           'score_groups', 'tvs_scores', 'threshold_drop', 'plan_sparsity', 'layer_report', 'allocated_drop',
+           'tvsprune', 'itertvsprune', 'per_sample_stats']
 
 # %% ../nbs/13_tvsprune.ipynb #cb612c71
-def feature_module(group: ChannelGroup, producer: str) -> str:
-    """The module whose output is `producer`'s filter output: the BatchNorm right after it, else `producer` itself. Parameters: `group`: a `ChannelGroup`."""
+def feature_module(group: ChannelGroup, # a channel group traced from the model
+                   producer: str, # one of its producers
+                  ) -> str:
+    "The module whose output is `producer`'s filter output: the BatchNorm right after it, else `producer` itself."
     graph = group.graph
     node = next(n for n in graph.gm.graph.nodes if n.op == 'call_module' and n.target == producer)
     users = list(node.users)
@@ -54,20 +32,29 @@ def feature_module(group: ChannelGroup, producer: str) -> str:
         return users[0].target
     return producer
 
-def select_groups(groups: Sequence[ChannelGroup], which: str = 'all',
-                  layer_types: tuple = (nn.Conv2d,)) -> list[ChannelGroup]:
-    """The prunable groups TVSPrune scores: 'all', or 'single' (one producer: residual streams left whole); producers of `layer_types` only. Parameters: `which`: 'all' or 'single'."""
+def select_groups(groups: Sequence[ChannelGroup], # from `channel_groups`
+                  which: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams left whole)
+                  layer_types: tuple = (nn.Conv2d,), # producers that may be pruned
+                 ) -> list[ChannelGroup]:
+    "The prunable groups TVSPrune scores: those whose producers are all `layer_types`, and (for 'single') only one."
     if which not in ('all', 'single'): raise ValueError(f"groups={which!r}: expected 'all' or 'single'")
     model = groups[0].graph.model if groups else None
     ok = lambda g: g.prunable and all(isinstance(model.get_submodule(p), layer_types) for p in g.producers) \
                    and (which == 'all' or len(g.producers) == 1)
     return [g for g in groups if ok(g)]
 
-def collect_stats(model: nn.Module, data, names: Sequence[str], n_classes: int, n_per_class: int | None = None,
-                  batch_size: int = 256, seed: int = 0, device=None) -> dict[str, Moments]:
-    """Per-class, per-position `Moments` of the outputs of the modules `names`, in one streaming pass over `data`. Parameters: `model`: the network; `n_classes`: number of classes K; `n_per_class`: samples used per class (None: all); `batch_size`: batch size of the passes; `seed`: random seed; `device`: where to compute (default: CUDA if present, else CPU)."""
+def collect_stats(model: nn.Module, # the network (left in its mode, on its device)
+                  data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                  names: Sequence[str], # the modules whose outputs are described
+                  n_classes: int, # number of classes K
+                  n_per_class: int | None = None, # samples used per class (None: all)
+                  batch_size: int = 256, # samples per forward pass
+                  seed: int = 0, # draws the per-class subset of a dataset
+                  device=None, # where to compute (default: CUDA if present, else CPU)
+                 ) -> dict[str, Moments]:
+    "Per-class, per-position `Moments` of the outputs of the modules `names`, in one streaming pass over `data`."
     with ClassStats(model, list(dict.fromkeys(names)), n_classes, per_position=True, device=device) as st:
-        for x, y in _batches(data, n_per_class, batch_size, seed): st(x, y)
+        for x, y in batches(data, batch_size=batch_size, n_per_class=n_per_class, seed=seed): st(x, y)
     missing = [n for n in names if n not in st.stats]
     if missing: raise ValueError(f'collect_stats: `data` yielded no samples (or module {missing[0]!r} never ran)')
     return st.stats
@@ -75,7 +62,10 @@ def collect_stats(model: nn.Module, data, names: Sequence[str], n_classes: int, 
 # %% ../nbs/13_tvsprune.ipynb #3348f107
 SCORES = ('hellinger_diag', 'hellinger_iso', 'mean_diff')
 
-def filter_scores(m: Moments, score: str = 'hellinger_diag', debias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def filter_scores(m: Moments, # one layer's class-conditional statistics
+                  score: str = 'hellinger_diag', # one of `SCORES`
+                  debias: bool = True, # debias the reported H² for finite samples
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     "Per filter of a layer, min over class pairs: its score (Hellinger: the TV lower bound H², debiased) and its ranking distance (raw $D_B$, or ‖Δμ‖)."
     if score not in SCORES: raise ValueError(f'score={score!r}: expected one of {SCORES}')
     present = (m.count > 0).nonzero().flatten()
@@ -92,9 +82,13 @@ def filter_scores(m: Moments, score: str = 'hellinger_diag', debias: bool = True
 
 COMBINE = {'max': lambda t: t.max(0).values, 'mean': lambda t: t.mean(0), 'min': lambda t: t.min(0).values}
 
-def group_scores(groups: Sequence[ChannelGroup], stats: dict[str, Moments], score: str = 'hellinger_diag',
-                 combine: str = 'max', debias: bool = True) -> dict[ChannelGroup, tuple[torch.Tensor, torch.Tensor]]:
-    """`(score, distance)` per channel of every group; groups with several producers combine the producers' scores by `combine`. Parameters: `stats`: {module name: Moments} from `collect_stats`; `debias`: debias the reported H² for finite samples."""
+def group_scores(groups: Sequence[ChannelGroup], # the groups to score
+                 stats: dict[str, Moments], # {module name: Moments} from `collect_stats`
+                 score: str = 'hellinger_diag', # one of `SCORES`
+                 combine: str = 'max', # how a group with several producers combines their scores: one of `COMBINE`
+                 debias: bool = True, # debias the reported H² for finite samples
+                ) -> dict[ChannelGroup, tuple[torch.Tensor, torch.Tensor]]:
+    "`(score, distance)` per channel of every group; groups with several producers combine the producers' by `combine`."
     if combine not in COMBINE: raise ValueError(f'combine={combine!r}: expected one of {list(COMBINE)}')
     cache, out = {}, {}
     for g in groups:
@@ -107,9 +101,48 @@ def group_scores(groups: Sequence[ChannelGroup], stats: dict[str, Moments], scor
         out[g] = (COMBINE[combine](torch.stack(s)), COMBINE[combine](torch.stack(d)))
     return out
 
+# %% ../nbs/13_tvsprune.ipynb #49e17759
+def _n_classes(model: nn.Module, x: torch.Tensor) -> int:
+    "The number of classes: the width of the model's output on `x`."
+    was = model.training
+    with torch.no_grad(): out = model.eval()(x)
+    model.train(was)
+    return out.shape[-1]
+
+def score_groups(model: nn.Module, # the trained network
+                 data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                 n_per_class: int | None = 100, # samples used per class (None: all)
+                 score: str = 'hellinger_diag', # one of `SCORES`
+                 combine: str = 'max', # how a group with several producers combines their scores: one of `COMBINE`
+                 groups: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams kept whole)
+                 layer_types: tuple = (nn.Conv2d,), # producers that may be pruned
+                 batch_size: int = 256, # samples per forward pass
+                 seed: int = 0, # draws the per-class subset of a dataset
+                 device=None, # where to compute (default: CUDA if present, else CPU)
+                ) -> tuple[list[ChannelGroup], dict]:
+    "All channel groups of `model`, and `(score, distance)` per channel of the groups TVSPrune scores, from class-conditional statistics of `data`."
+    if score not in SCORES: raise ValueError(f'score={score!r}: expected one of {SCORES}')
+    x0 = first_input(data)
+    all_groups = channel_groups(model, x0)
+    chosen = select_groups(all_groups, groups, layer_types)
+    if not chosen: raise ValueError(f'{type(model).__name__} has no prunable group of {layer_types} (groups={groups!r})')
+    names = [feature_module(g, p) for g in chosen for p in g.producers]
+    stats = collect_stats(model, data, names, _n_classes(model, x0), n_per_class, batch_size, seed, device)
+    return all_groups, group_scores(chosen, stats, score, combine)
+
+def tvs_scores(model: nn.Module, # the trained network
+               data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+               **kwargs, # `n_per_class`, `score`, `combine`, `groups`, ... of `score_groups`
+              ) -> dict[ChannelGroup, torch.Tensor]:
+    "{group: per-channel scores}, higher = more important: each filter's ranking distance between its closest pair of classes."
+    return {g: d for g, (_, d) in score_groups(model, data, **kwargs)[1].items()}
+
 # %% ../nbs/13_tvsprune.ipynb #d0ba4343
-def threshold_drop(scores: dict, alpha: float, max_fraction: float = 0.9) -> dict:
-    """{group: channels to drop}: per group, those with dist/max ≤ `alpha`·mean(dist/max), at most `max_fraction` of the group. Parameters: `scores`: {group: (score, distance)} from `group_scores`."""
+def threshold_drop(scores: dict, # {group: (score, distance)} from `group_scores`
+                   alpha: float, # α: a filter goes when its distance / the group's largest is at most α times the group's mean of that ratio
+                   max_fraction: float = 0.9, # most of a group's channels removed
+                  ) -> dict:
+    "{group: channels to drop} by the paper's layer-relative threshold, at most `max_fraction` of each group (and never all)."
     drop = {}
     for g, (_, d) in scores.items():
         top = d.max()
@@ -118,68 +151,54 @@ def threshold_drop(scores: dict, alpha: float, max_fraction: float = 0.9) -> dic
         if k > 0 and (chosen := choose_channels(g, d + 1e-12 * torch.arange(len(d)), k)): drop[g] = chosen
     return drop
 
-def params_after(groups: Sequence[ChannelGroup], drop: dict) -> int:
-    "Number of parameters the model of `groups` would have after `remove_channels(model, groups, drop)`."
-    graph = groups[0].graph
-    model = graph.model
-    if not drop: return count_params(model)
-    graph, nd = _normalize_drop(groups, drop)
-    keep = _keep_ids(graph, nd)
-    total = count_params(model)
-    kept = lambda name, role: int(keep[graph.records[(name, role)].reshape(-1)].sum()) if (name, role) in graph.records else None
-    for name in dict.fromkeys(n for n, _ in graph.records):
-        m = model.get_submodule(name)
-        before = sum(p.numel() for p in m.parameters(recurse=False))
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            kin, kout = kept(name, 'in'), kept(name, 'out')
-            kin = kin if kin is not None else kept(name, 'dep'); kout = kout if kout is not None else kept(name, 'dep')
-            if isinstance(m, nn.Linear): n_in, n_out, per = m.in_features, m.out_features, 1
-            else: n_in, n_out, per = m.in_channels, m.out_channels, math.prod(m.kernel_size)
-            if kin == n_in and kout == n_out: continue
-            g = m.groups if isinstance(m, nn.modules.conv._ConvNd) else 1
-            w = kout * per * (1 if g == n_in == n_out else kin / g)
-            after = w + (kout if m.bias is not None else 0)
-        else:
-            ids = graph.records.get((name, 'dep'))
-            if ids is None: continue
-            n, k = ids.reshape(-1).numel(), kept(name, 'dep')
-            after = sum(p.numel() * k / n if p.dim() > 0 and p.shape[0] == n else p.numel() for p in m.parameters(recurse=False))
-        total += round(after) - before
-    return total
-
-def plan_sparsity(scores: dict, groups: Sequence[ChannelGroup], target: float, base_params: int,
-                  max_fraction: float = 0.9, iters: int = 40) -> tuple[dict, float, float]:
-    """The drop (and its α and parameter sparsity w.r.t. `base_params`) whose sparsity is nearest `target`, by bisection on α. Parameters: `scores`: {group: (score, distance)} from `group_scores`; `groups`: 'all' or 'single' (see `select_groups`), or the channel groups; `max_fraction`: most of a group removed; `iters`: bisection steps."""
-    sp = lambda a: 1 - params_after(groups, threshold_drop(scores, a, max_fraction)) / base_params
-    lo, hi = 0.0, 1.0
-    while sp(hi) < target and hi < 1e4: lo, hi = hi, hi * 2
-    best = (abs(sp(hi) - target), hi)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        s = sp(mid)
-        best = min(best, (abs(s - target), mid))
-        if abs(s - target) < 1e-4: break
-        lo, hi = (mid, hi) if s < target else (lo, mid)
-    alpha = best[1]
-    drop = threshold_drop(scores, alpha, max_fraction)
-    return drop, alpha, 1 - params_after(groups, drop) / base_params
+def plan_sparsity(scores: dict, # {group: (score, distance)} from `group_scores`
+                  groups: Sequence[ChannelGroup], # all the channel groups of the model
+                  target: float, # the fraction of `base_params` to remove
+                  base_params: int, # parameters the sparsity is measured against
+                  max_fraction: float = 0.9, # most of a group's channels removed
+                  iters: int = 40, # bisection steps at most
+                 ) -> tuple[dict, float, float]:
+    "The drop (and its α and parameter sparsity w.r.t. `base_params`) whose sparsity is nearest `target`, by bisection on α."
+    size = SizeModel(groups)
+    def plan(a: float) -> tuple[dict, float]:
+        drop = threshold_drop(scores, a, max_fraction)
+        return drop, 1 - size.after(drop)['params'] / base_params
+    hi = 1.0
+    while plan(hi)[1] < target and hi < 1e4: hi *= 2
+    alpha, (drop, sp) = bisect(plan, target, hi / 2 if hi > 1 else 0.0, hi, tol=1e-4 / max(target, 1e-12), iters=iters,
+                               key=lambda r: r[1], increasing=True)
+    return drop, alpha, sp
 
 # %% ../nbs/13_tvsprune.ipynb #d1d5f26d
-def _n_classes(model: nn.Module, x: torch.Tensor) -> int:
-    "The number of classes: the width of the model's output on `x`."
-    was = model.training
-    with torch.no_grad(): out = model.eval()(x)
-    model.train(was)
-    return out.shape[-1]
-
-def layer_report(groups: Sequence[ChannelGroup], drop: dict, scores: dict) -> list[dict]:
-    """Per scored group: its producers, channels, removed and kept counts, and its score range. Parameters: `groups`: 'all' or 'single' (see `select_groups`), or the channel groups; `drop`: {group: channel indices} removed; `scores`: {group: (score, distance)} from `group_scores`."""
+def layer_report(groups: Sequence[ChannelGroup], # all the channel groups of the model
+                 drop: dict, # {group: channel indices} removed
+                 scores: dict, # {group: (score, distance)} from `group_scores`
+                ) -> list[dict]:
+    "Per scored group: its producers, channels, removed and kept counts, and its score range."
     return [dict(group=g.idx, producers=list(g.producers), channels=len(g), removed=len(drop.get(g, [])),
                  kept=len(g) - len(drop.get(g, [])), score_min=float(s.min()), score_max=float(s.max()),
                  dist_min=float(d.min()), dist_median=float(d.median()), dist_max=float(d.max()))
             for g, (s, d) in scores.items()]
 
-def tvsprune(model: nn.Module, data, n_per_class: int | None = 100,
+def allocated_drop(scores: dict, # {group: (score, distance)} from `group_scores`
+                   groups: Sequence[ChannelGroup], # all the channel groups of the model
+                   target: float, # the fraction of `base_params` to remove
+                   base_params: int, # parameters the sparsity is measured against
+                   rule: str, # one of `prunebook.allocation.RULES`
+                   max_fraction: float = 0.9, # most of a group's channels removed
+                  ) -> tuple[dict, float, float]:
+    "The drop by allocation `rule` on the distances whose parameter sparsity is nearest `target` (and the fraction of channels, and the sparsity)."
+    size, dist = SizeModel(groups), {g: d for g, (_, d) in scores.items()}
+    def plan(amount: float) -> tuple[dict, float]:
+        drop = allocate(groups, dist, amount, rule, min_fraction=1 - max_fraction)
+        return drop, 1 - size.after(drop)['params'] / base_params
+    amount, (drop, sp) = bisect(plan, target, 0.0, 0.95, tol=1e-4 / max(target, 1e-12), iters=30, key=lambda r: r[1], increasing=True)
+    return drop, amount, sp
+
+# %% ../nbs/13_tvsprune.ipynb #f3e5e3e1
+def tvsprune(model: nn.Module, # the trained network (copied unless `inplace`)
+             data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+             n_per_class: int | None = 100, # samples used per class (None: all)
              sparsity: float | None = None, # target fraction of the model's parameters to remove (finds α)
              threshold: float | None = None, # α of the layer-relative rule; default 0.5 when `sparsity` is None
              score: str = 'hellinger_diag', # 'hellinger_diag', 'hellinger_iso' or 'mean_diff' (the released code's)
@@ -187,53 +206,62 @@ def tvsprune(model: nn.Module, data, n_per_class: int | None = 100,
              groups: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams kept whole)
              layer_types: tuple = (nn.Conv2d,), # producers that may be pruned
              max_fraction: float = 0.9, # most of a group's channels one call removes
-             heldout=None, # optional dataset or loader: accuracy of the pruned model goes in the report
+             allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.RULES` (needs `sparsity`)
+             heldout=None, # optional data: accuracy of the pruned model goes in the report
              base_params: int | None = None, # parameters sparsity is measured against (default: `model`'s)
-             batch_size: int = 256, seed: int = 0, device=None,
-             inplace: bool = False) -> tuple[nn.Module, dict]:
-    """Prune the least class-separable filters of `model` from class-conditional statistics of `data`, without fine-tuning. Parameters: `n_per_class`: samples used per class (None: all); `batch_size`: batch size of the passes; `seed`: random seed; `device`: where to compute (default: CUDA if present, else CPU); `inplace`: prune `model` itself instead of a copy."""
+             batch_size: int = 256, # samples per forward pass
+             seed: int = 0, # draws the per-class subset of a dataset
+             device=None, # where to compute (default: CUDA if present, else CPU)
+             inplace: bool = False, # prune `model` itself instead of a copy
+            ) -> tuple[nn.Module, dict]:
+    "Prune the least class-separable filters of `model` from class-conditional statistics of `data`, without fine-tuning."
     if sparsity is not None and threshold is not None: raise ValueError('tvsprune: give `sparsity` or `threshold`, not both')
     if sparsity is not None and not 0 <= sparsity < 1: raise ValueError(f'tvsprune: sparsity={sparsity} must lie in [0, 1)')
+    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"tvsprune: allocation={allocation!r}, expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and sparsity is None: raise ValueError(f'tvsprune: allocation={allocation!r} needs a `sparsity` target')
     if score not in SCORES: raise ValueError(f'tvsprune: score={score!r}, expected one of {SCORES}')
     if threshold is None and sparsity is None: threshold = 0.5
-    x0 = _first_input(data)
-    all_groups = channel_groups(model, x0)
-    chosen = select_groups(all_groups, groups, layer_types)
-    if not chosen: raise ValueError(f'tvsprune: {type(model).__name__} has no prunable group of {layer_types} (groups={groups!r})')
-    names = [feature_module(g, p) for g in chosen for p in g.producers]
     t0 = time.perf_counter()
-    stats = collect_stats(model, data, names, _n_classes(model, x0), n_per_class, batch_size, seed, device)
-    t_stats = time.perf_counter() - t0
-    scores = group_scores(chosen, stats, score, combine)
-    base = base_params or count_params(model)
-    if sparsity is not None: drop, alpha, _ = plan_sparsity(scores, all_groups, sparsity, base, max_fraction)
+    try: all_groups, scores = score_groups(model, data, n_per_class, score, combine, groups, layer_types, batch_size, seed, device)
+    except ValueError as e: raise ValueError(f'tvsprune: {e}') from None
+    t_stats, base = time.perf_counter() - t0, base_params or count_params(model)
+    if allocation != 'paper': drop, alpha, _ = allocated_drop(scores, all_groups, sparsity, base, allocation, max_fraction)
+    elif sparsity is not None: drop, alpha, _ = plan_sparsity(scores, all_groups, sparsity, base, max_fraction)
     else: drop, alpha = threshold_drop(scores, threshold, max_fraction), threshold
     pruned = remove_channels(model, all_groups, drop, inplace=inplace) if drop else (model if inplace else copy.deepcopy(model))
-    report = dict(score=score, combine=combine, groups=groups, alpha=alpha, n_per_class=n_per_class,
+    x0 = first_input(data)
+    report = dict(score=score, combine=combine, groups=groups, allocation=allocation, alpha=alpha, n_per_class=n_per_class,
                   stats_seconds=t_stats, params_before=count_params(model), params=count_params(pruned),
                   sparsity=1 - count_params(pruned) / base, macs_before=count_macs(model, x0, 'cpu'),
                   macs=count_macs(pruned, x0, 'cpu'), layers=layer_report(all_groups, drop, scores))
-    if heldout is not None: report['heldout_acc'] = evaluate(pruned, _loader(heldout, batch_size), device)
+    if heldout is not None: report['heldout_acc'] = evaluate(pruned, batches(heldout, batch_size=batch_size), device)
     return pruned, report
 
-def _loader(data, batch_size: int = 256):
-    "A loader over a dataset, or `data` itself when it already yields batches."
-    return dataloader(data, batch_size) if isinstance(data, Dataset) else data
-
 # %% ../nbs/13_tvsprune.ipynb #52f233e6
-def itertvsprune(model: nn.Module, data, heldout=None,
+def itertvsprune(model: nn.Module, # the trained network (not modified)
+                 data, # a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches
+                 heldout=None, # held-out data for the accuracy (never the test split)
                  target_acc: float | None = None, # stop lowering accuracy below this held-out accuracy (a fraction)
                  sparsity: float | Sequence[float] | None = None, # final parameter sparsity, or increasing milestones
                  step: float = 0.05, # most parameter sparsity added per iteration (sparsity mode)
-                 alpha0: float = 0.5, alpha_step: float = 0.025, # α schedule (accuracy mode)
-                 max_iters: int = 60, min_step: float = 0.004, n_per_class: int | None = 100,
-                 batch_size: int = 256, device=None, progress: bool = False, **kwargs) -> tuple[nn.Module, dict]:
-    """Apply `tvsprune` repeatedly, re-collecting statistics, until `target_acc` (held-out) or `sparsity` is reached. Parameters: `model`: the network; `data`: a dataset, an `(x, y)` pair of tensors or an iterable of `(x, y)` batches; `heldout`: held-out dataset or loader for accuracy (never the test split); `alpha0`: initial α; `max_iters`: most iterations; `min_step`: smallest sparsity step before giving up; `n_per_class`: samples used per class (None: all); `batch_size`: batch size of the passes; `device`: where to compute (default: CUDA if present, else CPU); `progress`: print each iteration."""
+                 alpha0: float = 0.5, # initial α (accuracy mode)
+                 alpha_step: float = 0.025, # how much α is lowered after a rejected step (accuracy mode)
+                 max_iters: int = 60, # most iterations
+                 min_step: float = 0.004, # smallest sparsity step before giving up
+                 n_per_class: int | None = 100, # samples used per class (None: all)
+                 allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.RULES` (sparsity mode only)
+                 batch_size: int = 256, # samples per forward pass
+                 device=None, # where to compute (default: CUDA if present, else CPU)
+                 progress: bool = False, # print each iteration
+                 **kwargs, # further arguments of `tvsprune` (`score`, `groups`, ...)
+                ) -> tuple[nn.Module, dict]:
+    "Apply `tvsprune` repeatedly, re-collecting statistics, until `target_acc` (held-out) or `sparsity` is reached."
     if sparsity is None and target_acc is None: raise ValueError('itertvsprune: give `target_acc`, `sparsity` or both')
     if target_acc is not None and heldout is None: raise ValueError('itertvsprune: `target_acc` needs `heldout` data')
+    if allocation != 'paper' and sparsity is None: raise ValueError(f'itertvsprune: allocation={allocation!r} needs `sparsity` milestones')
     milestones = sorted([sparsity] if isinstance(sparsity, (int, float)) else list(sparsity or []))
     base = count_params(model)
-    acc = lambda m: evaluate(m, _loader(heldout, batch_size), device) if heldout is not None else None
+    acc = lambda m: evaluate(m, batches(heldout, batch_size=batch_size), device) if heldout is not None else None
     current, alpha, iters, snapshots = model, alpha0, [], {}
     cur_sp, cur_acc = 0.0, acc(model)
     report = dict(params_before=base, heldout_acc_before=cur_acc, iterations=iters, snapshots=snapshots)
@@ -241,7 +269,7 @@ def itertvsprune(model: nn.Module, data, heldout=None,
         if milestones:
             goal = min(milestones[0], cur_sp + step)
             cand, rep = tvsprune(current, data, n_per_class, sparsity=goal, base_params=base, batch_size=batch_size,
-                                 device=device, **kwargs)
+                                 device=device, allocation=allocation, **kwargs)
         else:
             if alpha <= 0: break
             cand, rep = tvsprune(current, data, n_per_class, threshold=alpha, base_params=base, batch_size=batch_size,
@@ -272,9 +300,14 @@ def itertvsprune(model: nn.Module, data, heldout=None,
     return current, report
 
 # %% ../nbs/13_tvsprune.ipynb #0a20d4d3
-def per_sample_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str], n_classes: int,
-                     device=None) -> dict[str, torch.Tensor]:
-    """Class-conditional means `(K, C, P)` computed as the official code does: one forward pass per sample and per layer. Parameters: `model`: the network; `x`: input samples; `names`: module names whose outputs are averaged; `n_classes`: number of classes K; `device`: where to compute (default: CUDA if present, else CPU)."""
+def per_sample_stats(model: nn.Module, # the network (put in eval mode on `device`)
+                     x: torch.Tensor, # input samples
+                     y: torch.Tensor, # their labels
+                     names: Sequence[str], # modules whose outputs are averaged
+                     n_classes: int, # number of classes K
+                     device=None, # where to compute (default: CUDA if present, else CPU)
+                    ) -> dict[str, torch.Tensor]:
+    "Class-conditional means `(K, C, P)` computed as the official code does: one forward pass per sample and per layer."
     dev = default_device(device)
     model = model.eval().to(dev)
     out = {}

@@ -1,14 +1,12 @@
 "DFPC: the factorised saliency equals the unrolled-matrix formula, bounds the reconstruction error, and prunes exactly."
 import copy, math
-import numpy as np
 import pytest, torch, torch.nn as nn, torch.nn.functional as F
 from prunebook.core import count_macs, count_params
 from prunebook.graph import channel_groups
-from prunebook.models import cifar_resnet, BasicBlock
+from prunebook.models import cifar_resnet, cifar_stem_resnet, cifar_mobilenet_v2
 from prunebook.surgery import mask_channels, remove_channels
-from prunebook.dfpc import (dfpc_saliency, unrolled_saliency, dataflow_pairs, lexicographic_pairs, dfpc_prune, dfpc_plan,
-                            channel_scores, removal_order, is_coupled, PruningSize, cifar_stem_resnet, cifar_mobilenet_v2,
-                            rowsum, colsum)
+from prunebook.dfpc import (dfpc_saliency, dataflow_pairs, lexicographic_pairs, dfpc_prune, dfpc_plan, dfpc_scores,
+                            removal_order, is_coupled, rowsum, colsum)
 
 def randomize_bn(model: nn.Module, seed: int = 0, shift: bool = True) -> nn.Module:
     "Random BatchNorm scales and statistics (signed γ); zero shifts (β and running mean) unless `shift`."
@@ -27,102 +25,12 @@ def close(a, b, rtol=2e-5):
     assert torch.allclose(a, b, rtol=rtol, atol=rtol * float(b.abs().max())), (a, b)
 
 # ---------------------------------------------------------------------------------------------------------------------
-# An independent reference, written out by hand for a two-block option-A network: every matrix built with loops.
-
-class TwoBlock(nn.Module):
-    "Stem, an identity block and a downsampling block with an option-A shortcut, pooling and a classifier."
-    def __init__(self):
-        super().__init__()
-        self.stem, self.bn = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
-        self.b1, self.b2 = BasicBlock(4, 4), BasicBlock(4, 8, stride=2)
-        self.fc = nn.Linear(8, 3)
-    def forward(self, x):
-        x = F.relu(self.bn(self.stem(x)))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.b2(self.b1(x)), 1), 1))
-
-def conv_matrix(W: torch.Tensor, H: int, stride: int, pad: int) -> np.ndarray:
-    "The unrolled |W| of a square-kernel convolution on an H×H input, by six nested loops."
-    co, ci, k, _ = W.shape
-    Ho = (H + 2 * pad - k) // stride + 1
-    A = np.zeros((co * Ho * Ho, ci * H * H))
-    for o in range(co):
-        for i in range(ci):
-            for y in range(Ho):
-                for x in range(Ho):
-                    for u in range(k):
-                        for v in range(k):
-                            iy, ix = y * stride - pad + u, x * stride - pad + v
-                            if 0 <= iy < H and 0 <= ix < H: A[(o * Ho + y) * Ho + x, (i * H + iy) * H + ix] += abs(float(W[o, i, u, v]))
-    return A
-
-def bn_matrix(bn: nn.BatchNorm2d, HW: int) -> np.ndarray:
-    s = (bn.weight.detach().abs() / (bn.running_var + bn.eps).sqrt()).double().numpy()
-    return np.diag(np.repeat(s, HW))
-
-def shortcut_matrix(C: int, H: int, pad: int) -> np.ndarray:
-    "Option-A shortcut: channel c, pixel (2y, 2x) -> channel c + pad, pixel (y, x)."
-    Ho = H // 2
-    S = np.zeros(((C + 2 * pad) * Ho * Ho, C * H * H))
-    for c in range(C):
-        for y in range(Ho):
-            for x in range(Ho): S[((c + pad) * Ho + y) * Ho + x, (c * H + 2 * y) * H + 2 * x] = 1
-    return S
-
-def test_hand_written_reference():
-    torch.manual_seed(0)
-    net = randomize_bn(TwoBlock())
-    H = 6
-    gs = channel_groups(net, torch.randn(1, 3, H, H))
-    sal = dfpc_saliency(net, torch.randn(1, 3, H, H), gs)
-    W = lambda m: m.weight.detach()
-    J = {'stem': conv_matrix(W(net.stem), H, 1, 1), 'b1.conv1': conv_matrix(W(net.b1.conv1), H, 1, 1),
-         'b1.conv2': conv_matrix(W(net.b1.conv2), H, 1, 1), 'b2.conv1': conv_matrix(W(net.b2.conv1), H, 2, 1),
-         'b2.conv2': conv_matrix(W(net.b2.conv2), 3, 1, 1)}
-    P = np.kron(np.eye(8), np.full((1, 9), 1 / 9))                       # global average pooling of 8 channels, 3×3
-    M = {'b1.conv1': J['b1.conv1'], 'b1.conv2': J['b1.conv2'], 'b2.conv1': J['b2.conv1'], 'b2.conv2': J['b2.conv2'],
-         'fc': np.abs(W(net.fc).double().numpy()) @ P}
-    D = {'stem': bn_matrix(net.bn, 36), 'b1.conv1': bn_matrix(net.b1.bn1, 36), 'b1.conv2': bn_matrix(net.b1.bn2, 36),
-         'b2.conv1': bn_matrix(net.b2.bn1, 9), 'b2.conv2': bn_matrix(net.b2.bn2, 9)}
-    S = shortcut_matrix(4, 6, 2)
-    # (producer, consumer): transfer matrix from the producer's output to the consumer's input; by hand.
-    stream1 = {('stem', 'b1.conv1'): D['stem'], ('stem', 'b2.conv1'): D['stem'], ('stem', 'fc'): S @ D['stem'],
-               ('b1.conv2', 'b2.conv1'): D['b1.conv2'], ('b1.conv2', 'fc'): S @ D['b1.conv2'], ('b2.conv2', 'fc'): D['b2.conv2']}
-    expected = {  # group (by producers): (pairs, channel k -> (input channel of each consumer))
-        ('stem', 'b1.conv2', 'b2.conv2'): (stream1, lambda b, k: k + 2 if b in ('fc',) else k),
-        ('b1.conv1',): ({('b1.conv1', 'b1.conv2'): D['b1.conv1']}, lambda b, k: k),
-        ('b2.conv1',): ({('b2.conv1', 'b2.conv2'): D['b2.conv1']}, lambda b, k: k),
-        ('b2.conv2',): ({('b2.conv2', 'fc'): D['b2.conv2']}, lambda b, k: [0, 1, 6, 7][k])}
-    per = {'b1.conv1': 36, 'b1.conv2': 36, 'b2.conv1': 36, 'b2.conv2': 9, 'fc': 9}
-    found = 0
-    for g, s in sal.items():
-        key = tuple(g.producers)
-        if key not in expected: continue
-        found += 1
-        pairs, chan = expected[key]
-        test_pairs = {(a, b) for a, b in dataflow_pairs(g)}
-        assert test_pairs == set(pairs), (key, test_pairs)
-        ref = np.zeros(len(g))
-        for (a, b), T in pairs.items():
-            for k in range(len(g)):
-                c = chan(b, k)
-                Sk = np.arange(c * per[b], (c + 1) * per[b]) if b != 'fc' else np.arange(c * 9, (c + 1) * 9)
-                Mb = M[b] if b != 'fc' else M['fc']
-                ref[k] += (Mb[:, Sk] @ T[Sk, :] @ J[a]).sum()             # the full product, summed
-        close(s, ref)
-    assert found == 4
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The library's unrolled reference (dense and sparse) on real architectures.
-
-def test_unrolled_dense_resnet8():
-    torch.manual_seed(0)
-    net, x = randomize_bn(cifar_resnet(8)), torch.randn(1, 3, 8, 8)
-    gs = channel_groups(net, x)
-    fast, ref = dfpc_saliency(net, x, gs), unrolled_saliency(net, x, gs, dense=True)
-    assert len(fast) == 6
-    for g in fast: close(fast[g], ref[g])
+# The library's unrolled reference (sparse) on real architectures; the dense one and a hand-written one are checked
+# in nbs/21_dfpc_reference.ipynb.
 
 def test_unrolled_sparse_mobilenet_and_bottleneck():
+    pytest.importorskip('scipy', reason='the unrolled reference needs scipy (a development requirement)')
+    from prunebook.dfpc_reference import unrolled_saliency
     torch.manual_seed(0)
     for net, x in ((cifar_mobilenet_v2(width_mult=0.25), torch.randn(1, 3, 8, 8)), (cifar_stem_resnet(50), torch.randn(1, 3, 4, 4))):
         net = randomize_bn(net)
@@ -206,7 +114,7 @@ def test_sizes_exact_and_removal_equals_masking(build, score):
     net, x = randomize_bn(net), torch.randn(2, 3, size, size)
     before = copy.deepcopy(net.state_dict())
     gs = channel_groups(net, x[:1])
-    scores = channel_scores(net, x[:1], gs, score)
+    scores = dfpc_scores(net, x[:1], gs, score)
     for metric, target in (('macs', 0.6), ('params', 0.55), ('channels', 0.8)):
         drop, reached = dfpc_plan(scores, target, metric)
         assert reached[metric] <= target
@@ -220,7 +128,7 @@ def test_removal_order():
     torch.manual_seed(0)
     net, x = cifar_resnet(20), torch.randn(1, 3, 32, 32)
     gs = channel_groups(net, x)
-    scores = channel_scores(net, x, gs, 'random')
+    scores = dfpc_scores(net, x, gs, 'random')
     order = removal_order(scores)
     vals = [float(scores[g][k]) for g, k in order]
     assert vals == sorted(vals)
@@ -241,12 +149,26 @@ def test_dfpc_prune_reaches_target_and_records():
     with pytest.warns(UserWarning, match='no eligible channel'):
         dfpc_prune(net, x, 0.01, prune_coupled=False)
 
+@pytest.mark.parametrize('rule', ['uniform', 'normalized', 'rank', 'cost'])
+def test_shared_allocation_reaches_target_and_prunes_streams(rule):
+    "DFPC's scores with a shared allocation rule: the target is met, and normalized scores reach the coupled channels."
+    torch.manual_seed(0)
+    net, x = randomize_bn(cifar_resnet(20)), torch.randn(1, 3, 32, 32)
+    scores = dfpc_scores(net, x)
+    drop, reached = dfpc_plan(scores, 0.6, 'macs', allocation=rule)
+    assert abs(reached['macs'] - 0.6) < 0.02
+    assert all(len(d) < len(g) for g, d in drop.items())                  # every group keeps channels
+    if rule == 'normalized': assert any(is_coupled(g) for g in drop)
+    p = dfpc_prune(net, x, 0.6, score=scores, allocation=rule)
+    assert p.dfpc_info['allocation'] == rule and abs(count_macs(p, x) / count_macs(net, x) - reached['macs']) < 1e-9
+
 def test_errors():
     net, x = cifar_resnet(8), torch.randn(1, 3, 8, 8)
     gs = channel_groups(net, x)
     with pytest.raises(ValueError, match='target=1.5'): dfpc_prune(net, x, 1.5)
     with pytest.raises(ValueError, match="metric='flops'"): dfpc_prune(net, x, 0.5, 'flops')
     with pytest.raises(ValueError, match="score='l2'"): dfpc_prune(net, x, 0.5, score='l2')
+    with pytest.raises(ValueError, match="allocation='best'"): dfpc_prune(net, x, 0.5, allocation='best')
     with pytest.raises(ValueError, match="pairs='names'"): dfpc_saliency(net, x, pairs='names')
     with pytest.raises(ValueError, match='not traced from `model`'): dfpc_saliency(cifar_resnet(14), x, gs)
     bad = {g: torch.full((len(g),), float('nan')) for g in gs if g.prunable}

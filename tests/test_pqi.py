@@ -6,8 +6,9 @@ import torch, torch.nn as nn
 from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from scipy import integrate
 from prunebook.pqi import (pqi, pq_index, gaussian_pqi, uniform_pqi, retained_bound, prune_count, tail_ratio, sap_masks,
-                           sap_prune, one_shot_prune, prunable_weights, structured_drop, channel_scores, three_phases,
-                           TensorLoader, random_crop_flip, train_masked)
+                           sap_prune, one_shot_prune, prunable_weights, structured_drop, sap_scores, three_phases,
+                           train_masked)
+from prunebook.data import TensorLoader, random_crop_flip
 from prunebook.graph import channel_groups
 from prunebook.models import cifar_resnet
 
@@ -250,10 +251,15 @@ def test_structured_drop_layer_and_global():
         for i, idxs in drop.items():
             g = groups[i]
             assert g.prunable and len(idxs) < len(g)
-            s = channel_scores(net, g)
+            s = sap_scores(net, groups)[g]
             kept = [k for k in range(len(g)) if k not in idxs]
             assert float(s[idxs].max()) <= float(s[kept].min())              # the lowest-scoring channels go
     with pytest.raises(ValueError, match="scope='neuron'"): structured_drop(net, groups, scope='neuron')
+    with pytest.raises(ValueError, match="allocation='best'"): structured_drop(net, groups, allocation='best')
+    # a shared allocation rule places SAP's global count: as many channels go, every group keeps its floor
+    _, ref = structured_drop(net, groups, 1.0, 2.0, scope='global')
+    drop, info = structured_drop(net, groups, 1.0, 2.0, allocation='normalized')
+    assert abs(info['pruned'] - ref['pruned']) <= len(groups) and all(len(d) < len(groups[i]) for i, d in drop.items())
 
 
 # ---- the loop ----
@@ -293,7 +299,7 @@ def test_rewind_restores_initial_values_of_survivors():
         seen.append({n: w.detach().clone() for n, w in prunable_weights(model).items()})
         return original(model, loader, epochs, masks, *a, **k)
     P.train_masked = spy
-    try: r = sap_prune(init, tr, va, rounds=2, epochs_per_round=1, device='cpu', log=None)
+    try: sap_prune(init, tr, va, rounds=2, epochs_per_round=1, device="cpu", log=None)
     finally: P.train_masked = original
     for start in seen:                  # every round starts from w_init ⊙ m
         for n, w in start.items():

@@ -4,11 +4,12 @@ import pytest, torch, torch.nn as nn
 from hypothesis import given, settings, strategies as st
 from prunebook.tvbounds import (bhattacharyya_diag, bhattacharyya_iso, bhattacharyya_full, hellinger_sq, tv_bounds,
                                 tv_equal_cov, tv_monte_carlo, diag_gaussian, pairwise_bhattacharyya, class_pairs, moments_of)
-from prunebook.tvs import (tvsprune, itertvsprune, threshold_drop, params_after, group_scores, collect_stats,
-                           select_groups, feature_module, per_sample_stats, filter_scores)
+from prunebook.tvs import (tvsprune, itertvsprune, threshold_drop, plan_sparsity, group_scores, collect_stats, tvs_scores,
+                           score_groups, select_groups, feature_module, per_sample_stats, filter_scores)
+from prunebook.allocation import RULES
 from prunebook.ldiff import ldiff, spearman
 from prunebook.graph import channel_groups
-from prunebook.surgery import remove_channels, random_drop
+from prunebook.surgery import remove_channels
 from prunebook.core import count_params
 from prunebook.models import cifar_resnet, vgg_cifar
 
@@ -78,12 +79,16 @@ def test_scores_rank_a_planted_filter():
     with pytest.raises(ValueError, match='score='): filter_scores(stats['0'], 'l2')
 
 @pytest.mark.parametrize('make', [lambda: cifar_resnet(20), lambda: vgg_cifar(11)])
-def test_params_after_equals_removal(make):
+def test_plan_sparsity_reports_the_real_sparsity(make):
+    "The sparsity `plan_sparsity` reports is that of the network `remove_channels` builds, and near the target."
     m = make().eval()
     gs = channel_groups(m, torch.zeros(1, 3, 32, 32))
-    for seed in range(3):
-        d = random_drop(gs, 0.1 + 0.3 * seed, seed=seed)
-        assert params_after(gs, d) == count_params(remove_channels(m, gs, d))
+    g = torch.Generator().manual_seed(0)
+    scores = {grp: (torch.rand(len(grp), generator=g),) * 2 for grp in select_groups(gs)}
+    base = count_params(m)
+    for target in (0.05, 0.2):
+        drop, alpha, sp = plan_sparsity(scores, gs, target, base)
+        assert sp == 1 - count_params(remove_channels(m, gs, drop)) / base and abs(sp - target) < 0.02 and alpha > 0
 
 def test_threshold_is_monotone_and_relative():
     "More α never prunes less; the rule is scale-free (multiplying a layer's scores changes nothing)."
@@ -115,6 +120,18 @@ def test_tvsprune_keeps_caller_model_and_hits_sparsity():
     assert all(len(l['producers']) == 1 for l in rep_single['layers'])
     with pytest.raises(ValueError, match='not both'): tvsprune(m, _data(), sparsity=0.1, threshold=0.5)
     with pytest.raises(ValueError, match='sparsity='): tvsprune(m, _data(), sparsity=1.2)
+
+@pytest.mark.parametrize('rule', RULES)
+def test_every_allocation_reaches_the_sparsity(rule):
+    "Any allocation rule of prunebook.allocation, on TVS's scores, hits a parameter target; the scores cover the scored groups."
+    m = cifar_resnet(8, num_classes=3).eval()
+    small, rep = tvsprune(m, _data(), n_per_class=30, sparsity=0.2, allocation=rule, device='cpu')
+    assert abs(rep['sparsity'] - 0.2) < 0.03 and rep['allocation'] == rule and count_params(small) == rep['params']
+    sc = tvs_scores(m, _data(), n_per_class=30, device='cpu')
+    assert sorted(g.idx for g in sc) == sorted(l['group'] for l in rep['layers'])
+    assert all(len(s) == len(g) and (s >= 0).all() for g, s in sc.items())
+    with pytest.raises(ValueError, match='needs a `sparsity`'): tvsprune(m, _data(), threshold=0.5, allocation=rule)
+    with pytest.raises(ValueError, match="allocation='greedy'"): tvsprune(m, _data(), sparsity=0.1, allocation='greedy')
 
 def test_itertvsprune_milestones_and_accuracy_target():
     torch.manual_seed(0)
