@@ -10,13 +10,19 @@ import json, time, traceback
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from common import bench_args, results_dir, write_results
-from prunebook.compare import (METHODS, SEED_METHODS, below_random, cifar_task, compare, comparison_table, mnist_task,
-                               plot_comparison, synthetic_task)
+import torch
+from prunebook.graph import channel_groups
+from prunebook.models import load_cifar_resnet, trained_lenet
+from prunebook.compare import (METHODS, SEED_METHODS, below_random, cifar_task, compare, comparison_table, coupled_removed,
+                               layer_widths, mnist_task, plot_comparison, synthetic_task)
 
 TASKS = {'resnet20': lambda a: cifar_task(20, n_val=a.n_val, n_train=a.n_train, n_test=a.n_test),
          'resnet56': lambda a: cifar_task(56, n_val=a.n_val, n_train=a.n_train, n_test=a.n_test),
          'lenet5': lambda a: mnist_task(n_val=a.n_val, n_test=a.n_test),
          'synthetic': lambda a: synthetic_task(n_per_class=20, epochs=1)}
+DENSE = {'ResNet-20 / CIFAR-10': (lambda: load_cifar_resnet(20), (1, 3, 32, 32)),      # rows' tasks, to re-read their widths
+         'ResNet-56 / CIFAR-10': (lambda: load_cifar_resnet(56), (1, 3, 32, 32)),
+         'LeNet-5 / MNIST': (lambda: trained_lenet('lenet5', progress=False), (1, 1, 28, 28))}
 SMOKE = dict(tasks=['synthetic'], targets=[0.5], methods=['l1', 'random', 'dfpc'], rules=['uniform', 'normalized'],
              ft_iters=4, tpp_iters=2, latency_reps=2)
 
@@ -33,14 +39,24 @@ def parse():
     p.add_argument('--n-val', type=int, default=200, help="'val' images per class on which the rule is chosen")
     p.add_argument('--n-train', type=int, default=None, help='CIFAR training images per class loaded (default: all)')
     p.add_argument('--n-test', type=int, default=None, help='test images reported (default: all 10,000)')
+    p.add_argument('--report', action='store_true', help='measure nothing: write the results of the rows cached so far')
     args = p.parse_args()
     if args.smoke: vars(args).update(SMOKE)
     return args
 
+def recount(rows: list[dict]):
+    "Recompute every row's `coupled_removed` from its layer widths (rows cached by an earlier version of the count)."
+    for task, (build, shape) in DENSE.items():
+        rs = [r for r in rows if r['task'] == task]
+        if not rs: continue
+        model = build().eval()
+        groups, before = channel_groups(model, torch.zeros(shape)), layer_widths(model)
+        for r in rs: r['coupled_removed'] = coupled_removed(groups, before, r['widths'])
+
 def main():
     args = parse()
     out = results_dir(args)
-    config = {k: v for k, v in vars(args).items() if k not in ('out', 'smoke')}
+    config = {k: getattr(args, k) for k in ('ft_iters', 'tpp_iters', 'n_val', 'n_train', 'n_test', 'rules', 'latency_reps')}
     partial = out / 'comparison.partial.json'
     cached = json.loads(partial.read_text()) if partial.exists() else {}
     same = {k: cached.get('config', {}).get(k) for k in ('ft_iters', 'tpp_iters', 'n_val', 'n_train', 'n_test')}
@@ -50,19 +66,20 @@ def main():
     def save(row):
         rows.append(row)
         partial.write_text(json.dumps(dict(config=config, rows=rows), indent=1, default=str))
-    for name in args.tasks:
+    for name in ([] if args.report else args.tasks):
         task = TASKS[name](args)
         for target in args.targets:        # the targets in the order given, every method at one before the next
             for method in args.methods:    # one failing method is reported and does not stop the others
                 try: compare(task, [method], [target], args.rules, done=rows, save=save, ft_iters=args.ft_iters,
                              tpp_iters=args.tpp_iters, latency_reps=args.latency_reps)
                 except Exception: print(f'{name} {method} at {target} failed:\n{traceback.format_exc()}', flush=True)
+    recount(rows)
     config['minutes_this_run'] = (time.perf_counter() - t0) / 60
     failing = below_random(rows)
     md = (f"# Every method at matched MACs\n\n{comparison_table(rows)}\n"
           f"Budget: {args.ft_iters} training iterations per row (`models.FINETUNE`, batch 128; TPP's {args.tpp_iters} "
           f"regularization iterations come out of its fine-tune). Test images: {args.n_test or 'all 10,000'}; allocation "
-          f"rules chosen on {args.n_val} 'val' images per class. Best variant more than one point below random after the "
+          f"rules chosen on {args.n_val} 'val' images per class, as pruned (the published CIFAR checkpoints were trained on all 50,000 training images, 'val' included, so val accuracy measures the damage of pruning, not generalization). Best variant more than one point below random after the "
           f"fine-tune: {'; '.join(failing) if failing else 'none'}.\n")
     write_results('comparison', dict(config=config, rows=rows, below_random=failing), md, out=out)
     tasks = list(dict.fromkeys(r['task'] for r in rows))

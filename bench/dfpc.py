@@ -21,7 +21,7 @@ from prunebook.core import count_macs, count_params, evaluate
 from prunebook.data import cifar10, cache_dir, synthetic
 from prunebook.models import load_cifar_resnet, cifar_resnet, cifar_stem_resnet, cifar_mobilenet_v2
 from prunebook.surgery import match_amount
-from prunebook.graph import channel_groups, _first_input
+from prunebook.graph import channel_groups
 from prunebook.dfpc import (dfpc_saliency, dfpc_prune, dfpc_scores, dataflow_pairs, lexicographic_pairs, is_coupled,
                             removal_order)
 from prunebook.dfpc_reference import unrolled_saliency
@@ -138,7 +138,7 @@ def reference_estimate(model, x, gs):
     building its matrices and the products for one channel; extrapolate to all its channels and to the similar groups."""
     graph = gs[0].graph
     nodes = {n.target: n for n in graph.gm.graph.nodes if n.op == 'call_module'}
-    key = lambda name: (tuple(graph.modules[name].weight.shape), tuple(graph.ids[_first_input(nodes[name])].shape))
+    key = lambda name: (tuple(graph.modules[name].weight.shape), tuple(graph.ids[nodes[name].all_input_nodes[0]].shape))
     sig = lambda g: (len(g), tuple(sorted(key(a) for a in g.producers)), tuple(sorted(key(b) for b in g.consumers)),
                      len(dataflow_pairs(g)))
     classes = {}

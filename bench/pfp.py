@@ -23,9 +23,9 @@ Run: python bench/pfp.py [--parts mnist cifar ft] [--fresh]   (--smoke: random 2
 images and a random-weight ResNet-8 for the CIFAR parts, one step of everything; seconds, nothing kept)   (under the CPU lock; ~45 minutes on 2 shared cores)
 Resumable: finished pieces are kept in PRUNEBOOK_CACHE/pfp-bench/<budget>/ and skipped when run again with the same
 budget. bench/results/pfp.{json,md} are rewritten after every piece."""
-import argparse, copy, json, math, sys, time
+import json, sys, time
 from pathlib import Path
-import torch, torch.nn as nn
+import torch
 from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, tp_prune, residual_safe_ignored

@@ -26,7 +26,8 @@ from prunebook.core import count_params, count_macs, evaluate
 from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic
 from prunebook.models import lenet300_100, load_cifar_resnet, cifar_resnet
 from prunebook.data import preload, TensorLoader
-from prunebook.pqi import sap_prune, one_shot_prune, three_phases, SAPResult
+from prunebook.pqi import three_phases
+from prunebook.sap import sap_prune, one_shot_prune, SAPResult
 
 TOL = 0.005   # accuracy tolerance of the comparison: 0.5 point
 PHASE_TOL = 0.1   # a phase of the fall-rise-fall must change PQI by 10% of its total fall to count

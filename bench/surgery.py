@@ -37,11 +37,11 @@ def tp_same(model: nn.Module, x: torch.Tensor, drop: dict) -> nn.Module:
         DG.get_pruning_group(m.get_submodule(name), tp.prune_conv_out_channels, idxs=pos).prune()
     return m
 
-def speed(name: str, size: int, reps: tuple) -> list:
+def speed(name: str, size: int, reps: tuple, amounts=(0.3, 0.5), batch: int = 32) -> list:
     model = torchvision.models.get_model(name).eval()
-    x1, x32 = torch.randn(1, 3, size, size), torch.randn(32, 3, size, size)
+    x1, x32 = torch.randn(1, 3, size, size), torch.randn(batch, 3, size, size)
     groups, macs0, rows = channel_groups(model, x1), count_macs(model, x1), []
-    for amount in (0.3, 0.5):
+    for amount in amounts:
         for round_to in (1, 8):
             drop = drop_for(groups, amount, round_to)
             entries = [('prunebook', remove_channels(model, groups, drop).eval())]
@@ -122,14 +122,13 @@ def check_tp(model: nn.Module, x: torch.Tensor) -> dict:
 TORCHVISION = ['resnet18', 'resnet50', 'wide_resnet50_2', 'resnext50_32x4d', 'mobilenet_v2', 'mobilenet_v3_small',
                'efficientnet_b0', 'densenet121', 'vgg11_bn', 'googlenet', 'regnet_x_400mf', 'shufflenet_v2_x0_5',
                'squeezenet1_1', 'convnext_tiny']
-TIMM = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto', 'efficientnet_b0',
-        'mobilenetv3_small_050', 'mobilenetv4_conv_small', 'mobilenetv4_hybrid_medium', 'regnety_002', 'rexnet_100',
-        'ghostnet_100', 'ghostnetv2_100', 'dla34', 'hrnet_w18_small', 'cspresnet50', 'dpn68', 'resnest14d', 'skresnet18',
-        'ese_vovnet19b_dw', 'tinynet_e', 'lcnet_050', 'gernet_s', 'repvgg_a0', 'mobileone_s0', 'repvit_m0_9',
-        'repghostnet_050', 'fbnetv3_b', 'hgnetv2_b0', 'inception_next_tiny', 'starnet_s1', 'botnet26t_256', 'halonet26t',
-        'mobilevitv2_050', 'coatnet_nano_rw_224', 'maxvit_pico_rw_256', 'fastvit_t8', 'edgenext_xx_small', 'levit_128s',
-        'poolformer_s12', 'poolformerv2_s12', 'efficientformerv2_s0', 'efficientvit_b0', 'efficientvit_m0',
-        'tiny_vit_5m_224', 'pvt_v2_b0']
+TIMM = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto', 'mobilevitv2_050',
+        'edgenext_xx_small', 'coatnet_nano_rw_224', 'maxvit_pico_rw_256', 'fastvit_t8', 'levit_128s', 'poolformerv2_s12',
+        'efficientformerv2_s0', 'efficientvit_b0', 'efficientvit_m0', 'tiny_vit_5m_224', 'pvt_v2_b0', 'botnet26t_256',
+        'halonet26t', 'inception_next_tiny', 'starnet_s1', 'mobilenetv4_hybrid_medium', 'efficientnet_b0',
+        'mobilenetv3_small_050', 'mobilenetv4_conv_small', 'regnety_002', 'rexnet_100', 'ghostnet_100', 'ghostnetv2_100',
+        'dla34', 'hrnet_w18_small', 'cspresnet50', 'dpn68', 'resnest14d', 'skresnet18', 'ese_vovnet19b_dw', 'tinynet_e',
+        'lcnet_050', 'gernet_s', 'repvgg_a0', 'mobileone_s0', 'repvit_m0_9', 'repghostnet_050', 'fbnetv3_b', 'hgnetv2_b0']
 
 def timm_model(name: str) -> tuple[nn.Module, torch.Tensor]:
     "A timm model with random weights and its smallest input among 64, 96, 128 px that runs (else its default size)."
@@ -207,7 +206,7 @@ if __name__ == '__main__':
     if run('time'): data['build_time'] = [r for n in (['resnet18'] if args.smoke else ['resnet50', 'mobilenet_v2', 'densenet121'])
                                           for r in build_time(n, 64 if args.smoke else 224)]
     if run('speed'): data['speed'] = [r for n in (['resnet18'] if args.smoke else ['resnet50', 'mobilenet_v2'])
-                                      for r in speed(n, 32 if args.smoke else 224, (2, 1) if args.smoke else (15, 5))]
+                                      for r in (speed(n, 32, (2, 1), (0.3,), 4) if args.smoke else speed(n, 224, (15, 5)))]
     write_results('surgery', data, markdown(data), out=out)
     rows_file.unlink(missing_ok=True)
     print(f'wrote {out}/surgery.md')

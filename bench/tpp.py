@@ -16,7 +16,7 @@ Run: python bench/tpp.py [--ratios 0.9 0.7 0.5] [--ramp 240] [--stabilize 60] [-
      python bench/tpp.py --smoke   (a random ResNet-8 on 20 synthetic images per split, a few steps of everything)
 Resumable: every finished piece is kept in PRUNEBOOK_CACHE/tpp-bench/<budget>/ and skipped when the script is run
 again with the same budget (--fresh starts over). bench/results/tpp.{json,md} are rewritten after every piece."""
-import argparse, copy, json, math, sys, time
+import copy, json, math, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
@@ -170,7 +170,7 @@ def report():
                                'lr_gap_l1': abs(diff(r, 'L1 + fine-tune')), 'lr_gap_tpp': abs(diff(r, 'TPP')),
                                'tpp_gap_smaller': abs(diff(r, 'TPP')) < abs(diff(r, 'L1 + fine-tune'))}
     md += ['', '| Mean Jacobian singular value (32 test images) | ' + ' | '.join(str(r) for r in args.ratios) + ' |', '|---' * (len(args.ratios) + 1) + '|']
-    md.append(f'| base | ' + ' | '.join(f"{base_r['jsv']:.3f}" for _ in args.ratios) + ' |')
+    md.append('| base | ' + ' | '.join(f"{base_r['jsv']:.3f}" for _ in args.ratios) + ' |')
     for m, lr in [('L1 (no fine-tune)', None), ('TPP (before fine-tune)', None)] + [(m, lr) for lr in args.lrs for m in ('L1 + fine-tune', 'TPP')]:
         line(m + (f', lr {lr:g}' if lr else ''), lambda r: f"{get(r, m, lr)['jsv']:.3f}" if get(r, m, lr) else '–')
     md += ['', '## Goals (issue 8)', '']

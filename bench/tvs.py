@@ -11,7 +11,7 @@ Torch-Pruning's magnitude pruner (ratio matched by bisection to the same paramet
 Every method prunes only the blocks' inner channels (the groups with one producer): Torch-Pruning cannot prune more on
 these option-A ResNets (`residual_safe_ignored`), and TVSPrune keeps the residual streams whole too (`groups='single'`).
 Also: statistics time of one streaming pass vs the official per-sample, per-layer loop on 256 images.
-The rows run in order of importance (TVSPrune, L1 and IterTVSPrune at the paper's sparsities, ResNet-20 then ResNet-56;
+The rows run in order of importance (IterTVSPrune, L1 and TVSPrune at the paper's sparsities, ResNet-20 then ResNet-56;
 then random and Torch-Pruning; then 20/40%; then the other scores; the timing last); the run is resumable:
 finished rows are cached in `<out>/tvs.partial.json`, and tvs.json/tvs.md are rewritten after each step.
 Run: nice -n 5 python bench/tvs.py [--models resnet20 resnet56] [--out DIR] [--smoke]"""
@@ -182,6 +182,7 @@ def markdown(res, smoke):
                    f"speed-up {s['speedup']:.0f}x."]
         if 'iter_seconds' in r: md += ['', f"IterTVSPrune: {len(r['iter_log'])} iterations, {r['iter_seconds']:.0f} s in all."]
         md.append('')
+    if res.get('run_note'): md += [f"Note: {res['run_note']}", '']
     md += ['VGG-16: the paper\'s VGG rows need a VGG-16 trained on exact CIFAR-10, which takes a GPU (bench/tvs_vgg16.py '
            'trains one); none was trained for this table.', '']
     return '\n'.join(md)
@@ -210,7 +211,7 @@ def main():
     paper = lambda name: [0.1] if args.smoke else list(PAPER[name])
     extra = lambda name: [] if args.smoke else EXTRA
     first, then = ['tvs_hellinger_diag', 'l1'], ['random', 'torch_pruning']
-    steps = ([(n, m, None) for n in runs for m in ['base'] + [(m2, sp) for sp in paper(n) for m2 in first] + ['iter']] +
+    steps = ([(n, m, None) for n in runs for m in ['base', 'iter'] + [(m2, sp) for m2 in first[::-1] for sp in paper(n)]] +
              [(n, (m, sp), None) for n in runs for sp in paper(n) for m in then] +
              [(n, (m, sp), None) for n in runs for sp in extra(n) for m in first + then] +
              [(n, (m, sp), None) for n in runs for sp in paper(n) + extra(n) for m in ('tvs_hellinger_iso', 'tvs_mean_diff')] +

@@ -13,7 +13,7 @@ from .graph import ChannelGroup
 from .surgery import choose_channels
 
 # %% auto #0
-__all__ = ['RULES', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'bisect']
+__all__ = ['RULES', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group', 'bisect']
 
 # %% ../nbs/05_allocation.ipynb #85b7ca50
 RULES = ('uniform', 'global', 'normalized', 'rank', 'cost')
@@ -171,7 +171,7 @@ def _global_counts(keys: list[torch.Tensor], total: int, caps: list[int]) -> tup
         if counts[i] < caps[i]: counts[i] += 1; left -= 1
     return counts, free
 
-# %% ../nbs/05_allocation.ipynb #f3d7b9c6
+# %% ../nbs/05_allocation.ipynb #447174a9
 def allocate(groups: Sequence[ChannelGroup], # from `channel_groups`
              scores: Mapping, # {group (or its index): per-channel scores, higher = more important}; groups absent are kept whole
              amount: float, # fraction of the scored channels to remove, in [0, 1) ('uniform': of each group)
@@ -200,6 +200,19 @@ def widths(groups: Sequence[ChannelGroup], # from `channel_groups`
           ) -> dict[int, tuple[int, int]]:
     "{group index: (channels kept, channels)} for the prunable groups: the pruned network's widths."
     return {g.idx: (len(g) - len(drop.get(g, ())), len(g)) for g in groups if g.prunable}
+
+def removed_per_group(groups: Sequence[ChannelGroup], # the dense network's groups, from `channel_groups`
+                      before: Mapping[str, int], # {layer: output channels} of the dense network
+                      after: Mapping[str, int], # the same of a pruned copy (layer names kept)
+                     ) -> dict:
+    "{group: channels removed}, read off the layer widths alone: a layer loses the removed channels of every group it produces."
+    live, layers = [g for g in groups if g.prunable], list(before)
+    A = torch.zeros(len(layers), len(live), dtype=torch.double)
+    for j, g in enumerate(live):
+        for (name, role), ps in g.sites.items():
+            if role == 'out' and name in before: A[layers.index(name), j] = sum(map(len, ps)) / len(g)
+    b = torch.tensor([[before[n] - after[n]] for n in layers], dtype=torch.double)
+    return {g: round(v) for g, v in zip(live, torch.linalg.lstsq(A, b).solution[:, 0].tolist())}
 
 # %% ../nbs/05_allocation.ipynb #6bdddcb9
 def bisect(f: Callable[[float], object], # x -> a result (a number, or anything `key` measures)

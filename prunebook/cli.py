@@ -4,49 +4,54 @@
 
 # %% ../nbs/99_cli.ipynb #0aa45040
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 import torch, torch.nn as nn
-from torch.utils.data import DataLoader, Subset
-from .core import count_macs, count_params, evaluate, measure_latency, default_device
-from .data import synthetic, dataloader, cifar_transform, cifar10, holdout_split, per_class_subset, NotDownloadedError
-from .models import cifar_resnet, load_cifar_resnet, train, finetune
+from torch.utils.data import DataLoader
+from .core import count_macs, count_params, evaluate, latency_pair, default_device
+from .data import synthetic, dataloader, cifar_transform, preload, TensorLoader, NotDownloadedError
+from .models import cifar_resnet, train, finetune
 from .surgery import prune_uniform, save_pruned
 from .dfpc import dfpc_prune
-from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, run_comparison
-from .pqi import preload
+from .allocation import RULES
+from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare, comparison_table
 
 # %% auto #0
-__all__ = ['DEMO_CHECKPOINT', 'NEXT_STEPS', 'CLI_METHODS', 'MODELS', 'DATASETS', 'measure', 'format_table', 'train_demo_model',
-           'demo_test_loader', 'save_demo_model', 'demo_model', 'demo', 'plot_rows', 'CLIError', 'cli_task',
-           'prune_command', 'main']
+__all__ = ['DEMO_CHECKPOINT', 'NEXT_STEPS', 'CLI_METHODS', 'MODELS', 'DATASETS', 'BENCH_TASKS', 'measure', 'format_table',
+           'train_demo_model', 'demo_test_loader', 'save_demo_model', 'demo_model', 'demo', 'plot_rows', 'CLIError',
+           'check_method', 'load_model', 'check_model_data', 'demo_task', 'cli_task', 'prune_command', 'parser',
+           'bench_command', 'main']
 
 # %% ../nbs/99_cli.ipynb #9c220c07
 def measure(name: str, # the row's label
             model: nn.Module, # the network measured
             test_loader, # yields `(inputs, labels)`: accuracy
             example: torch.Tensor, # the batch latency is measured on (MACs: its first sample)
-            device=None # where to evaluate accuracy (latency is always measured on the CPU)
+            device=None, # where to evaluate accuracy (latency is always measured on the CPU)
+            dense: nn.Module | None = None, # the reference: both are timed alternately (`core.latency_pair`); None: `model` is the reference
+            reps: int = 5, # timed passes of each
            ) -> dict:
-    "One row of a results table: accuracy on `test_loader`, parameters, MACs and CPU latency at `example`'s batch."
+    "One row of a results table: accuracy on `test_loader`, parameters, MACs, CPU latency at `example`'s batch and speedup over `dense`."
+    t_dense, t = latency_pair(dense if dense is not None else model, model, example, reps, 'cpu')
     return dict(model=name, accuracy=evaluate(model, test_loader, device), params=count_params(model),
-                macs=count_macs(model, example[:1], 'cpu'), latency_ms=1e3 * measure_latency(model, example, 'cpu', warmup=3, iters=10))
+                macs=count_macs(model, example[:1], 'cpu'), latency_ms=1e3 * t, speedup=t_dense / t)
 
-def format_table(rows: Sequence[dict], base: dict | None = None) -> str:
-    "A plain-text table of `rows` (see `measure`); ratios are relative to `base` (default: the first row)."
-    base, w = base or rows[0], max(len(r['model']) for r in rows)
+def format_table(rows: Sequence[dict] # rows of `measure`; MACs ratios are relative to the first
+                ) -> str:
+    "A plain-text table of `rows`: accuracy, size, CPU latency and the speedup measured alternately with the dense network."
+    w = max(len(r['model']) for r in rows)
     lines = [f"{'model':{w}} {'accuracy':>9} {'params':>10} {'MACs':>12} {'latency':>10}  {'MACs x':>7} {'speedup':>8}"]
     for r in rows:
         lines.append(f"{r['model']:{w}} {r['accuracy']:9.2%} {r['params']:10,} {r['macs']:12,} {r['latency_ms']:8.2f}ms "
-                     f"{r['macs'] / base['macs']:7.2f} {base['latency_ms'] / r['latency_ms']:7.2f}x")
+                     f"{r['macs'] / rows[0]['macs']:7.2f} {r['speedup']:7.2f}x")
     return '\n'.join(lines)
 
 # %% ../nbs/99_cli.ipynb #80e84aaa
 DEMO_CHECKPOINT = 'demo_resnet20.pt' # in prunebook/assets: weights in float16 (half the size; accuracy unchanged, see below)
 
-def train_demo_model(epochs: int = 3, # passes over the synthetic training images
+def train_demo_model(epochs: int = 8, # passes over the synthetic training images
                      n_per_class: int = 500, # synthetic training images per class
                      seed: int = 0, # seeds the images and the training
                      device=None, # where to train (see `default_device`)
@@ -94,9 +99,9 @@ What to try next:
 
 # %% ../nbs/99_cli.ipynb #039d7a15
 def demo(out: str | Path = 'prunebook-demo', # prefix of the .json table and .png plot written
-         amounts: Sequence[float] = (0.3, 0.5), # fractions of every group's channels to remove
-         finetune_iters: int = 10, # fine-tuning steps (batches of 64 synthetic training images) after pruning; 0: none
-         n_test: int = 50, # synthetic test images per class
+         amounts: Sequence[float] = (0.1, 0.3), # fractions of every group's channels to remove
+         finetune_iters: int = 20, # fine-tuning steps (batches of 32 synthetic training images) after pruning; 0: none
+         n_test: int = 30, # synthetic test images per class
          device=None, # where to evaluate and fine-tune (see `default_device`); latency is always measured on the CPU
          seed: int = 0, # seeds the data, the fine-tuning and random pruning
          progress: bool = True # print progress, the table and what to try next
@@ -106,9 +111,8 @@ def demo(out: str | Path = 'prunebook-demo', # prefix of the .json table and .pn
     say = print if progress else (lambda *a, **k: None)
     step = lambda msg: say(f'[{time.perf_counter() - t0:5.1f} s] {msg}', flush=True)
     dense, test_dl = demo_model(), demo_test_loader(n_test, seed)
-    tune_set = synthetic('train', max(1, finetune_iters * 64 // 10), seed + 1, cifar_transform(train=True))
-    tune_dl = dataloader(tune_set, 64, shuffle=True, seed=seed)
-    example = torch.randn(64, 3, 32, 32)
+    tune_set = synthetic('train', max(1, finetune_iters * 32 // 10), seed + 1)   # augmented by the fine-tuning protocol
+    example = torch.randn(32, 3, 32, 32)            # the batch latency is timed on
     step(f'loaded ResNet-20 trained on synthetic shapes; measuring it on {len(test_dl.dataset):,} test images')
     rows = [measure('ResNet-20 (dense)', dense, test_dl, example, dev)]
     for amount in amounts:
@@ -118,10 +122,10 @@ def demo(out: str | Path = 'prunebook-demo', # prefix of the .json table and .pn
                               (f'random {amount:.0%} channels', prune_uniform(dense, example, amount, score='random', seed=seed)),
                               ('DFPC at the same MACs', dfpc_prune(dense, example[:1], target=at))):
             step(f'{label}: measuring' + (f', then fine-tuning for {finetune_iters} steps' if finetune_iters else ''))
-            rows.append(measure(label, pruned, test_dl, example, dev))
+            rows.append(measure(label, pruned, test_dl, example, dev, dense))
             if finetune_iters:
-                finetune(pruned, tune_dl, 1, lr=0.01, device=dev, progress=False)
-                rows.append(measure(f'{label} + fine-tune', pruned.eval(), test_dl, example, dev))
+                finetune(pruned, tune_set, iters=finetune_iters, batch_size=32, seed=seed, device=dev, progress=False)
+                rows.append(measure(f'{label} + fine-tune', pruned.eval(), test_dl, example, dev, dense))
     say(format_table(rows))
     out = Path(out)
     out.with_suffix('.json').write_text(json.dumps(rows, indent=1))
@@ -147,21 +151,31 @@ def plot_rows(rows: Sequence[dict],
 # %% ../nbs/99_cli.ipynb #6e1b0296
 CLI_METHODS = ('tvs', 'itertvs', 'dfpc', 'pfp', 'sap', 'tpp', 'l1', 'random')
 MODELS = ('resnet20', 'resnet32', 'resnet44', 'resnet56', 'lenet5')
-DATASETS = ('cifar10', 'cifar10-jpeg75', 'mnist', 'synthetic')
+DATASETS = ('cifar10', 'mnist', 'synthetic')
 
 class CLIError(Exception):
     "A user error of the `prunebook` command: printed as one line, exit code 2."
 
-def _load_model(path: str) -> nn.Module:
-    "A whole model saved with `torch.save(model, path)`."
-    if not Path(path).exists():
-        raise CLIError(f"--model: {path!r} is neither a file nor one of {', '.join(MODELS)}")
+def check_method(method: str # a name from `CLI_METHODS`, or `name:rule` with a rule from `allocation.RULES`
+                ) -> str:
+    "`method` itself, or a `CLIError` naming `--method` and what it accepts."
+    name, _, rule = method.partition(':')
+    if name not in CLI_METHODS or (rule and rule not in RULES):
+        raise CLIError(f"--method: {method!r} is not one of {', '.join(CLI_METHODS)}, optionally as name:rule with rule one of {', '.join(RULES)}")
+    return method
+
+def load_model(path: str # a whole model saved with `torch.save(model, path)`
+              ) -> nn.Module:
+    "The model saved at `path` (eval mode), or a `CLIError` naming `--model`."
+    if not Path(path).exists(): raise CLIError(f"--model: {path!r} is neither a file nor one of {', '.join(MODELS)}")
     try: model = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e: raise CLIError(f'--model: cannot load {path!r} ({type(e).__name__}: {e})')
     if not isinstance(model, nn.Module): raise CLIError(f'--model: {path!r} holds a {type(model).__name__}, expected a whole model saved with torch.save(model, path)')
     return model.eval()
 
-def _check_model_data(model: str, data: str) -> tuple[bool, bool]:
+def check_model_data(model: str, # a name from `MODELS` or a file
+                     data: str, # a name from `DATASETS`
+                    ) -> tuple[bool, bool]:
     "Fail on an unknown dataset or a model that does not go with it; (is LeNet, is one of our ResNets)."
     if data not in DATASETS: raise CLIError(f"--data: {data!r} is not one of {', '.join(DATASETS)}")
     lenet, resnet = model == 'lenet5', model.startswith('resnet') and model in MODELS
@@ -171,47 +185,52 @@ def _check_model_data(model: str, data: str) -> tuple[bool, bool]:
         raise CLIError(f"--model: {model!r} is neither a file nor one of {', '.join(MODELS)}")
     return lenet, resnet
 
+# %% ../nbs/99_cli.ipynb #b302a555
+def demo_task(n_test: int = 50, # synthetic test images per class
+              seed: int = 0) -> Task:
+    "The demo's trained ResNet-20 on the synthetic shapes as a `Task` (no training, no download)."
+    calib, val = preload(synthetic('train', 20, seed + 2)), preload(synthetic('train', 20, seed + 3))
+    tune = TensorLoader(*preload(synthetic('train', 100, seed + 1)), 64, shuffle=True, seed=seed, augment=True)
+    return Task('ResNet-20 / synthetic', demo_model(), calib, val, tune, TensorLoader(*preload(synthetic('test', n_test, seed)), 250))
+
 def cli_task(model: str, # a name from `MODELS`, or the path of a whole model saved with `torch.save`
              data: str, # a name from `DATASETS`
              n_test: int | None = None, # first test images used (default: all)
-             download: bool = False, # let torchvision download true CIFAR-10 / MNIST when missing
+             download: bool = False, # let torchvision download true CIFAR-10 / MNIST (and the checkpoints) when missing
             ) -> Task:
-    "The `Task` of `prunebook prune`: a trained network for `data` and that dataset's held-out, training and test splits."
-    lenet, resnet = _check_model_data(model, data)
+    "The `Task` of `prunebook prune`: a trained network for `data` and that dataset's validation, training and test splits."
+    lenet, resnet = check_model_data(model, data)
+    if download: os.environ['PRUNEBOOK_DOWNLOAD'] = '1'     # read by `data.wants_download` wherever data is loaded
     depth = int(model[6:]) if resnet else None
-    if data == 'mnist' and lenet: return mnist_task(n_test=n_test)
-    if data == 'cifar10-jpeg75' and resnet: return cifar_task(depth, n_test=n_test)
+    if lenet: return mnist_task(n_test=n_test)
+    if data == 'synthetic' and depth == 20: return demo_task(n_test or 50)
     if data == 'synthetic' and resnet: return synthetic_task(depth, n_per_class=100, epochs=3)
-    if data == 'cifar10' and resnet:
-        train_aug = holdout_split(cifar10('train', transform=cifar_transform(train=True), download=download))[0]
-        held, test = holdout_split(cifar10('train', download=download))[1], cifar10('test', download=download)
-        if n_test: test = Subset(test, range(min(n_test, len(test))))
-        return Task(f'{model} / CIFAR-10', load_cifar_resnet(depth, download=download), preload(per_class_subset(held, 50)),
-                    dataloader(train_aug, 128, shuffle=True, seed=0), dataloader(test, 500))
-    net = _load_model(model)                  # a user's own model, on one of our datasets
-    base = {'mnist': mnist_task, 'synthetic': lambda n_test: synthetic_task(epochs=0)}.get(data, lambda n_test: cifar_task(20, n_test=n_test))(n_test)
-    return Task(f'{Path(model).name} / {data}', net, base.calib, base.train_loader, base.test_loader)
+    if resnet: return cifar_task(depth, n_test=n_test)
+    net = load_model(model)                  # a user's own model, on one of our datasets
+    base = demo_task() if data == 'synthetic' else mnist_task(n_test=n_test) if data == 'mnist' else cifar_task(20, n_test=n_test)
+    return Task(f'{Path(model).name} / {data}', net, base.calib, base.val, base.train_loader, base.test_loader)
 
+# %% ../nbs/99_cli.ipynb #2cb5bf0c
 def _bar(i: int, n: int, label: str, width: int = 24):
     "Print stage `i` of `n` as a progress bar."
     print(f"[{'#' * (width * i // n):<{width}}] {i}/{n} {label}", file=sys.stderr, flush=True)
 
-def prune_command(method: str, # one of `CLI_METHODS`
+def prune_command(method: str, # one of `CLI_METHODS`, or `name:rule` (see `check_method`)
                   model: str, # see `cli_task`
                   data: str, # see `cli_task`
                   target_macs: float, # fraction of the MACs to keep, in (0, 1)
                   out: str | Path, # where `save_pruned` writes the pruned model
-                  finetune_epochs: int = 0, # fine-tune after pruning (on the training split)
+                  finetune_iters: int = 0, # fine-tuning steps after pruning (`models.FINETUNE`, on the training split)
                   n_test: int | None = None, # first test images used for accuracy (default: all)
                   download: bool = False, # see `cli_task`
                   device=None, # where to fine-tune and evaluate (default: CUDA when present)
                  ) -> list[dict]:
     "Prune `model` by `method` to `target_macs`, print the before/after table, save the pruned model; returns the rows."
-    if method not in CLI_METHODS: raise CLIError(f"--method: {method!r} is not one of {', '.join(CLI_METHODS)}")
+    check_method(method)
     if not 0 < target_macs < 1: raise CLIError(f'--target-macs: {target_macs} must lie in (0, 1) (the fraction of MACs kept)')
-    if finetune_epochs < 0: raise CLIError(f'--finetune-epochs: {finetune_epochs} must be 0 or more')
-    _check_model_data(model, data)
-    dev, n = default_device(device), 4 + bool(finetune_epochs)
+    if finetune_iters < 0: raise CLIError(f'--finetune-iters: {finetune_iters} must be 0 or more')
+    check_model_data(model, data)
+    dev, n = default_device(device), 4 + bool(finetune_iters)
     _bar(0, n, f'loading {model} and {data}')
     try: task = cli_task(model, data, n_test, download)
     except NotDownloadedError as e: raise CLIError(f'--data {data}: {e}')
@@ -221,64 +240,89 @@ def prune_command(method: str, # one of `CLI_METHODS`
     _bar(2, n, f'pruning by {method} to {target_macs:.0%} of the MACs')
     t0 = time.perf_counter()
     pruned = prune_to(method, task, target_macs)
-    seconds = time.perf_counter() - t0
-    _bar(3, n, f'measuring the pruned network (pruning took {seconds:.1f} s)')
-    rows.append(measure(f'{method} to {target_macs:.0%} MACs', pruned, task.test_loader, example, dev))
-    if finetune_epochs:
-        _bar(4, n, f'fine-tuning for {finetune_epochs} epoch(s)')
-        finetune(pruned, task.train_loader, finetune_epochs, lr=0.01, device=dev, progress=False)
+    _bar(3, n, f'measuring the pruned network (pruning took {time.perf_counter() - t0:.1f} s)')
+    rows.append(measure(f'{method} to {target_macs:.0%} MACs', pruned, task.test_loader, example, dev, task.model))
+    if finetune_iters:
+        _bar(4, n, f'fine-tuning for {finetune_iters} steps')
+        finetune(pruned, task.train_loader, iters=finetune_iters, augment=False, device=dev, progress=False)  # the task's loader augments
         pruned = pruned.eval().cpu()
-        rows.append(measure(f'{method} + {finetune_epochs} ep. fine-tune', pruned, task.test_loader, example, dev))
+        rows.append(measure(f'{method} + {finetune_iters} fine-tuning steps', pruned, task.test_loader, example, dev, task.model))
     save_pruned(pruned.cpu(), out)
     _bar(n, n, f'saved {out}')
     print(format_table(rows))
     return rows
 
 # %% ../nbs/99_cli.ipynb #aa0517cd
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    "The `prunebook` command's arguments: `demo`, `prune` and `bench`."
     p = argparse.ArgumentParser(prog='prunebook', description='Structured pruning of CNNs, derived and measured.')
     sub = p.add_subparsers(dest='command', required=True, metavar='{demo,prune,bench}')
     d = sub.add_parser('demo', help='prune a small trained ResNet with every data-free method, report (under a minute, no download)')
-    d.add_argument('--amounts', type=float, nargs='+', default=[0.3, 0.5], help='fractions of channels to remove')
-    d.add_argument('--finetune-iters', type=int, default=10, help='fine-tuning steps after pruning (default 10; 0: none)')
-    d.add_argument('--n-test', type=int, default=50, help='synthetic test images per class (default 50)')
+    d.add_argument('--amounts', type=float, nargs='+', default=[0.1, 0.3], help='fractions of channels to remove')
+    d.add_argument('--finetune-iters', type=int, default=20, help='fine-tuning steps after pruning (default 20; 0: none)')
+    d.add_argument('--n-test', type=int, default=30, help='synthetic test images per class (default 30)')
     d.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     d.add_argument('--out', default='prunebook-demo', help='output prefix for the .json table and .png plot')
     q = sub.add_parser('prune', help='prune one model by one method to a MACs target and save it')
-    q.add_argument('--method', required=True, choices=CLI_METHODS)
+    q.add_argument('--method', required=True, help=f"one of {', '.join(CLI_METHODS)}, or name:rule with rule one of {', '.join(RULES)}")
     q.add_argument('--model', required=True, help=f"one of {', '.join(MODELS)}, or a whole model saved with torch.save")
     q.add_argument('--data', required=True, choices=DATASETS)
     q.add_argument('--target-macs', type=float, required=True, help='fraction of the MACs to keep, in (0, 1)')
     q.add_argument('--out', default='pruned.pt', help='file for the pruned model (reload with prunebook.surgery.load_pruned)')
-    q.add_argument('--finetune-epochs', type=int, default=0, help='fine-tuning epochs after pruning (default 0)')
+    q.add_argument('--finetune-iters', type=int, default=0, help='fine-tuning steps after pruning (default 0)')
     q.add_argument('--n-test', type=int, default=None, help='test images used (default: all)')
     q.add_argument('--download', action='store_true', help='let torchvision download CIFAR-10 / MNIST when missing')
     q.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     b = sub.add_parser('bench', help='every method side by side at matched MACs (the comparison notebook)')
-    b.add_argument('--quick', action='store_true', help='50%% MACs only, on 2,000 test images (~5 min on 2 cores; default: 70/50/30%%, all test images, ~30 min)')
-    b.add_argument('--tasks', nargs='+', default=None, choices=['resnet20', 'resnet56', 'lenet5'], help='default: resnet20 lenet5')
-    b.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
-    b.add_argument('--targets', type=float, nargs='+', default=None, help='fractions of MACs kept')
-    b.add_argument('--finetune-epochs', type=int, default=1)
-    b.add_argument('--out', default='bench/results', help='folder of comparison[-quick].{json,md,png}')
+    b.add_argument('--quick', action='store_true', help='50%% of the MACs only, 2,000 test images, no allocation variants')
+    b.add_argument('--tasks', nargs='+', default=['resnet20', 'lenet5'], choices=['resnet20', 'resnet56', 'lenet5', 'synthetic'])
+    b.add_argument('--methods', nargs='+', default=list(METHODS), help=f"methods ({', '.join(METHODS)}) or name:rule")
+    b.add_argument('--targets', type=float, nargs='+', default=[0.7, 0.5, 0.3], help='fractions of MACs kept')
+    b.add_argument('--ft-iters', type=int, default=300, help='the common fine-tuning budget per row, in steps')
+    b.add_argument('--out', default='prunebook-bench', help='folder of comparison.json and comparison.md')
     return p
+
+# %% ../nbs/99_cli.ipynb #3c8371a9
+BENCH_TASKS = {'resnet20': lambda n_test: cifar_task(20, n_test=n_test), 'resnet56': lambda n_test: cifar_task(56, n_test=n_test),
+               'lenet5': lambda n_test: mnist_task(n_test=n_test), 'synthetic': lambda n_test: demo_task()}
+
+def bench_command(tasks: Sequence[str], # keys of `BENCH_TASKS`
+                  methods: Sequence[str], # keys of `compare.METHODS`, or name:rule
+                  targets: Sequence[float], # fractions of the MACs kept
+                  ft_iters: int, # the common fine-tuning budget per row
+                  out: str | Path, # folder of comparison.json and .md
+                  quick: bool = False, # 50% of the MACs, 2,000 test images, no allocation variants
+                 ) -> list[dict]:
+    "`compare` on each task, rows printed as they come; the table is written to `out` and printed. (bench/comparison.py: the full run.)"
+    if any(not 0 < t < 1 for t in targets): raise CLIError(f'--targets: must lie in (0, 1), got {list(targets)}')
+    for m in methods:
+        if m.partition(':')[0] not in METHODS: raise CLIError(f"--methods: {m!r} is not one of {', '.join(METHODS)} (or name:rule)")
+    rows = []
+    for name in tasks:
+        try: task = BENCH_TASKS[name](2000 if quick else None)
+        except NotDownloadedError as e: raise CLIError(f'--tasks {name}: {e}')
+        rows += compare(task, methods, (0.5,) if quick else targets, rules=() if quick else ('uniform', 'normalized', 'cost', 'global'),
+                        ft_iters=ft_iters)
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    (out/'comparison.json').write_text(json.dumps(rows, indent=1, default=str))
+    (out/'comparison.md').write_text(comparison_table(rows))
+    print(comparison_table(rows))
+    return rows
 
 def main(argv: Sequence[str] | None = None # the arguments (default: the command line)
         ) -> int:
     "Entry point of the `prunebook` command: 0 on success, 2 on a wrong argument or missing data."
-    parser = _parser()
-    args = parser.parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     try:
         if args.command == 'demo':
             if any(not 0 <= a < 1 for a in args.amounts): raise CLIError(f'--amounts: must lie in [0, 1), got {args.amounts}')
             if args.finetune_iters < 0: raise CLIError(f'--finetune-iters: {args.finetune_iters} must be 0 or more')
             demo(args.out, args.amounts, args.finetune_iters, args.n_test, args.device)
         elif args.command == 'prune':
-            prune_command(args.method, args.model, args.data, args.target_macs, args.out, args.finetune_epochs,
+            prune_command(args.method, args.model, args.data, args.target_macs, args.out, args.finetune_iters,
                           args.n_test, args.download, args.device)
-        else:
-            if args.targets and any(not 0 < t < 1 for t in args.targets): raise CLIError(f'--targets: must lie in (0, 1), got {args.targets}')
-            run_comparison(args.out, args.quick, args.tasks, args.methods, args.targets, args.finetune_epochs)
+        else: bench_command(args.tasks, args.methods, args.targets, args.ft_iters, args.out, args.quick)
     except (CLIError, NotDownloadedError) as e:
-        parser.exit(2, f'prunebook {args.command}: error: {e}\n')
+        p.exit(2, f'prunebook {args.command}: error: {e}\n')
     return 0

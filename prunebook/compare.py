@@ -15,12 +15,12 @@ from .data import TensorLoader, cifar10, mnist, per_class_subset, preload, synth
 from .models import FINETUNE, FinetuneProtocol, ShortcutA, cifar_resnet, finetune, load_cifar_resnet, train, trained_lenet
 from .graph import channel_groups
 from .surgery import l1_scores, prune_uniform, remove_channels
-from .allocation import RULES, SizeModel, allocate, bisect
-from .tvs import collect_stats, feature_module, group_scores, itertvsprune, select_groups, tvsprune
-from .dfpc import channel_scores as dfpc_scores, dfpc_prune
-from .pfp import group_sensitivity, pfp_prune, pfp_sensitivities
-from .pqi import channel_scores as sap_scores, structured_drop
-from .tpp import TPPRegularizer, l1_drop, tpp_prune, tpp_regularize
+from .allocation import RULES, SizeModel, allocate, bisect, removed_per_group
+from .tvs import itertvsprune, tvs_scores, tvsprune
+from .dfpc import dfpc_prune, dfpc_scores
+from .pfp import pfp_prune, pfp_scores
+from .sap import sap_scores, structured_drop
+from .tpp import TPPRegularizer, l1_drop, tpp_prune, tpp_regularize, tpp_scores
 
 # %% auto #0
 __all__ = ['SCORES', 'METHODS', 'SEED_METHODS', 'Task', 'cifar_task', 'mnist_task', 'synthetic_task', 'tp_prune',
@@ -137,32 +137,23 @@ def residual_safe_ignored(model: nn.Module # a network
     if not any(isinstance(m, ShortcutA) for m in model.modules()): return []
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not n.endswith('.conv1')]
 
-# %% ../nbs/90_comparison.ipynb #849652ad
-def _tvs_scores(task: Task) -> dict:
-    chosen = select_groups(task.groups, 'all', (nn.Conv2d,))
-    names = [feature_module(g, p) for g in chosen for p in g.producers]
-    with torch.no_grad(): n_classes = task.model(task.example_inputs).shape[1]
-    stats = collect_stats(task.model, task.calib, names, n_classes, None, device='cpu')
-    return {g: s for g, (s, _) in group_scores(chosen, stats).items()}
-
-def _pfp_scores(task: Task) -> dict:
-    live = [g for g in task.groups if g.prunable]
-    names = list(dict.fromkeys(n for g in live for n in g.consumers))
-    sens = pfp_sensitivities(task.model, [task.calib], names, len(task.calib[1]), device='cpu')
-    return {g: group_sensitivity(g, sens) for g in live}
-
+# %% ../nbs/90_comparison.ipynb #acadaa53
 def _random_scores(task: Task) -> dict:
     gen = torch.Generator().manual_seed(0)
     return {g: torch.rand(len(g), generator=gen) for g in task.groups if g.prunable}
 
+def _on_task_groups(task: Task, scores: dict) -> dict:
+    "`scores` of groups traced anew from `task.model`, keyed by `task.groups` (the same trace numbers them alike)."
+    return {task.groups[g.idx]: s for g, s in scores.items()}
+
 SCORES: dict[str, Callable[[Task], dict]] = {
     'l1': lambda task: {g: l1_scores(g) for g in task.groups if g.prunable},
     'random': _random_scores,
-    'tvs': _tvs_scores,
+    'tvs': lambda task: _on_task_groups(task, tvs_scores(task.model, task.calib, n_per_class=None, device='cpu')),
     'dfpc': lambda task: dfpc_scores(task.model, task.example_inputs, task.groups, device='cpu'),
-    'pfp': _pfp_scores,
-    'sap': lambda task: {g: sap_scores(task.model, g) for g in task.groups if g.prunable},
-    'tpp': lambda task: {g: l1_scores(g) for g in task.groups if g.prunable},   # TPP chooses by L1, then regularizes
+    'pfp': lambda task: pfp_scores(task.model, [task.calib], task.groups, len(task.calib[1]), device='cpu'),
+    'sap': lambda task: sap_scores(task.model, task.groups),
+    'tpp': lambda task: tpp_scores(task.groups),   # TPP's L1 choice on its groups (single producer), then its regularization
 }
 
 def method_scores(method: str, # a key of `SCORES`
@@ -176,8 +167,8 @@ def method_scores(method: str, # a key of `SCORES`
 
 # %% ../nbs/90_comparison.ipynb #0f215092
 def _to_target(task: Task, target: float, prune: Callable[[float], nn.Module]) -> nn.Module:
-    "The model `prune(knob)` whose MACs ratio is within 1% of `target` (or nearest it), by `bisect` on the knob."
-    return bisect(prune, target, hi=0.99, tol=0.01, iters=12, key=task.macs_ratio)[1]
+    "The model `prune(knob)` whose MACs ratio is within 2% of `target` (or nearest it), by `bisect` on the knob (8 trials at most)."
+    return bisect(prune, target, hi=0.99, tol=0.02, iters=8, key=task.macs_ratio)[1]
 
 def _tvs(task, target, **kw):
     return _to_target(task, target, lambda s: tvsprune(task.model, task.calib, n_per_class=None, sparsity=s, device='cpu')[0])
@@ -284,12 +275,12 @@ def speedup(dense: nn.Module, # the reference network
     "latency(dense) / latency(pruned), the two timed pass by pass in turn (`core.latency_ratio`)."
     return latency_ratio(dense, pruned, example_inputs, reps, device)
 
-def coupled_removed(task: Task, # the dense network's task
-                    pruned: nn.Module, # a pruned copy of `task.model` (layer names kept)
+def coupled_removed(groups: Sequence, # the dense network's channel groups
+                    before: dict[str, int], # `layer_widths` of the dense network
+                    after: dict[str, int], # `layer_widths` of a pruned copy
                    ) -> int:
-    "Channels removed from `task`'s coupled groups (several producers: a residual stream), read from the pruned layers."
-    out = lambda m: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
-    return sum(len(g) - out(pruned.get_submodule(g.producers[0])) for g in task.groups if g.prunable and len(g.producers) > 1)
+    "Channels removed from the coupled groups (several producers: the residual streams), read off the layer widths."
+    return sum(k for g, k in removed_per_group(groups, before, after).items() if len(g.producers) > 1)
 
 def layer_widths(model: nn.Module # a network
                 ) -> dict[str, int]:
@@ -319,7 +310,8 @@ def measure(task: Task, # the network and data
                params=count_params(pruned), val_accuracy=_val_accuracy(task, pruned, dev),
                accuracy=evaluate(pruned, task.test_loader, dev), accuracy_ft=None, train_iters=pre, seconds=seconds,
                speedup_cpu=speedup(task.model, pruned, task.calib[0][:task.latency_batch], latency_reps),
-               coupled_removed=coupled_removed(task, pruned), widths=layer_widths(pruned))
+               widths=layer_widths(pruned))
+    row['coupled_removed'] = coupled_removed(task.groups, layer_widths(task.model), row['widths'])
     row.update(macs_ratio=row['macs'] / task.macs, params_ratio=row['params'] / task.params)
     if ft_iters > pre:
         finetune(pruned, task.train, task.protocol, dev, progress=False, iters=ft_iters - pre)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import functools, os, math, pickle, shutil, stat
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 import numpy as np, torch, torch.nn.functional as F
 from fastcore.imports import IN_COLAB
 import matplotlib.pyplot as plt

@@ -8,7 +8,8 @@ import math, operator, weakref
 from typing import Callable, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
 from torch.fx.node import map_aggregate, map_arg
-from .graph import ChannelGraph, pad_args, _first_input, _arg
+from .graph import ChannelGraph
+from .rules import pad_args, node_input, node_arg
 
 # %% auto #0
 __all__ = ['abs_conv']
@@ -106,8 +107,8 @@ def _pool_args(graph: ChannelGraph, node: fx.Node) -> tuple:
     if node.op == 'call_module':
         m = graph.modules[node.target]
         return m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
-    k = _arg(node, 1, 'kernel_size')
-    return k, _arg(node, 2, 'stride') or k, _arg(node, 3, 'padding', 0), _arg(node, 4, 'dilation', 1), _arg(node, 5, 'ceil_mode', False)
+    k = node_arg(node, 1, 'kernel_size')
+    return k, node_arg(node, 2, 'stride') or k, node_arg(node, 3, 'padding', 0), node_arg(node, 4, 'dilation', 1), node_arg(node, 5, 'ceil_mode', False)
 
 def _spatial_rule(graph: ChannelGraph, node: fx.Node, x: torch.Tensor, apply: Callable) -> torch.Tensor:
     "Pooling and resampling on a map: linear ones apply as they are; max-pooling becomes sum-pooling (a bound)."
@@ -132,7 +133,7 @@ def _spatial_rule(graph: ChannelGraph, node: fx.Node, x: torch.Tensor, apply: Ca
 # %% ../nbs/19_dataflow.ipynb #1d938cda
 def transfer(graph: ChannelGraph, node: fx.Node, maps: dict, device):
     "The map at `node`'s output given the maps of its inputs in `maps` (None: nothing passes; ('arrive', map): a consumer)."
-    kind, data = graph.kind.get(node), _first_input(node)
+    kind, data = graph.kind.get(node), node_input(node)
     if kind in ('conv', 'linear'):
         m = graph.modules[node.target]
         if kind == 'conv' and m.groups == m.in_channels == m.out_channels and m.groups > 1:   # depthwise: a dependent
@@ -173,7 +174,7 @@ def transfer(graph: ChannelGraph, node: fx.Node, maps: dict, device):
         name = getattr(node.target, '__name__', node.target)
         if name in ('mean', 'sum'): return apply()
         if name in ('amax', 'amin'):    # a max over positions is bounded by their sum
-            dims, keep = _arg(node, 1, 'dim'), _arg(node, 2, 'keepdim', False)
+            dims, keep = node_arg(node, 1, 'dim'), node_arg(node, 2, 'keepdim', False)
             x = maps[data]
             return x.sum(dim=dims, keepdim=keep) if dims is not None else x.sum()
         raise NotImplementedError(f'dfpc: no rule for reduction {name!r} ({node.name})')

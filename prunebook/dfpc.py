@@ -8,8 +8,9 @@ import warnings
 from typing import Callable, Mapping, Sequence
 import torch, torch.nn as nn, torch.fx as fx
 from .core import model_device
-from .graph import ChannelGraph, ChannelGroup, channel_groups, _first_input
-from .surgery import remove_channels, l1_scores
+from .graph import ChannelGraph, ChannelGroup, channel_groups
+from .rules import node_input
+from .surgery import remove_channels, l1_scores, check_same_model
 from .allocation import RULES, SizeModel, allocate, bisect
 from .dataflow import rowsum, colsum, transfer, flow, node_order
 
@@ -33,7 +34,7 @@ def _reach(graph: ChannelGraph, src: fx.Node) -> set[str]:
             if u in seen: continue
             seen.add(u)
             if is_consumer_node(graph, u):
-                if u.args and _first_input(u) in seen: hit.add(u.target)
+                if u.args and node_input(u) in seen: hit.add(u.target)
             elif graph.kind.get(u) not in ('opaque', 'normalizing', 'output', 'meta'): todo.append(u)
     return hit
 
@@ -55,11 +56,9 @@ def lexicographic_pairs(group: ChannelGroup, # a channel group from `channel_gro
 
 # %% ../nbs/20_dfpc.ipynb #6b5198ce
 def check_groups(model: nn.Module, groups: Sequence[ChannelGroup], who: str):
-    "`groups` must come from `channel_groups(model, ...)`."
+    "`groups` must be non-empty and traced from `model` (`surgery.check_same_model`)."
     if not groups: raise ValueError(f'{who}: `groups` is empty')
-    theirs = {n: tuple(p.shape) for n, p in groups[0].graph.model.named_parameters()}
-    if theirs != {n: tuple(p.shape) for n, p in model.named_parameters()}:
-        raise ValueError(f'{who}: `groups` were not traced from `model`; call channel_groups(model, example_inputs)')
+    check_same_model(groups[0].graph, model, who)
 
 def _pair_rule(pairs) -> Callable[[ChannelGroup], set] | None:
     "The pair selection named by `pairs` as a function of the group (None: every pair joined by a data path)."
@@ -103,7 +102,7 @@ def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None
     cols, index, producer_nodes = {}, {}, {}
     def consumer_sums(b_node, R):
         if b_node not in cols:
-            cols[b_node] = colsum(graph.modules[b_node.target], graph.ids[_first_input(b_node)].shape, graph.ids[b_node].shape,
+            cols[b_node] = colsum(graph.modules[b_node.target], graph.ids[node_input(b_node)].shape, graph.ids[b_node].shape,
                                   b_node.target, device)
         return _per_channel(cols[b_node] * R, graph.kind[b_node] == 'linear')
     def add(g, key, v, b, role='in'):
@@ -115,7 +114,7 @@ def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None
         if node.op != 'call_module' or graph.kind.get(node) not in ('conv', 'linear') or not is_consumer_node(graph, node): continue
         a = node.target
         if not any(a == p for (p, _) in by_pair): continue
-        R0 = rowsum(graph.modules[a], graph.ids[_first_input(node)].shape, graph.ids[node].shape, a, device)
+        R0 = rowsum(graph.modules[a], graph.ids[node_input(node)].shape, graph.ids[node].shape, a, device)
         producer_nodes[a] = (node, R0)
         for b_node, R in flow(graph, node, R0, device).items():
             gs = by_pair.get((a, b_node.target), [])
@@ -130,7 +129,7 @@ def _contributions(groups: Sequence[ChannelGroup], pairs='dataflow', device=None
                 a_node, R0 = producer_nodes[a]
                 J = R0 * _own_bn_scale(graph, a_node, device).view(-1, *[1] * (R0.dim() - 2)) if R0.dim() > 2 else R0
                 b_node = next(n for n in graph.gm.graph.nodes if n.op == 'call_module' and n.target == b)
-                C = colsum(graph.modules[b], graph.ids[_first_input(b_node)].shape, graph.ids[b_node].shape, b, device)
+                C = colsum(graph.modules[b], graph.ids[node_input(b_node)].shape, graph.ids[b_node].shape, b, device)
                 if J.shape[2:] != C.shape[2:]:
                     raise ValueError(f'dfpc: pair ({a}, {b}) has no data path and different map sizes; it cannot be scored directly')
                 pa = torch.tensor([p[0] for p in g.positions(a, 'out')], device=device)
@@ -149,7 +148,7 @@ def _backward_saliency(groups: Sequence[ChannelGroup], device=None) -> dict:
     with torch.enable_grad():
         for node in nodes:
             if node.op == 'call_module' and is_consumer_node(graph, node):
-                data = _first_input(node)
+                data = node_input(node)
                 if data in maps:                  # arrival: <colsum_b, map at b's input>
                     C = colsum(graph.modules[node.target], graph.ids[data].shape, graph.ids[node].shape, node.target, device)
                     term = (C * maps[data]).sum()
@@ -267,7 +266,10 @@ def dfpc_plan(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel
     else:
         removal_order(scores, prune_coupled)                 # the same checks of the scores
         plan = lambda amount: allocate(size.groups, _eligible(scores, prune_coupled), amount, allocation)
-        _, drop = bisect(plan, target, 0., 0.99, key=lambda d: _fractions(size, d)[metric])
+        with warnings.catch_warnings():            # the floor warns at trial amounts; the chosen one warns below
+            warnings.simplefilter('ignore')
+            amount = bisect(plan, target, 0., 0.99, key=lambda d: _fractions(size, d)[metric])[0]
+        drop = plan(amount)
     return drop, _fractions(size, drop)
 
 # %% ../nbs/20_dfpc.ipynb #3dc436c6

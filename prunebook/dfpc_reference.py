@@ -9,7 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
 from torch.fx.node import map_arg
-from .graph import ChannelGraph, ChannelGroup, channel_groups, pad_args, _first_input
+from .graph import ChannelGraph, ChannelGroup, channel_groups
+from .rules import pad_args, node_input
 from .dataflow import MUL_OPS, DIV_OPS, conv_padding, data_nodes, node_order
 from .dfpc import is_consumer_node, check_groups, dataflow_pairs
 
@@ -104,7 +105,7 @@ def _index_matrix(graph: ChannelGraph, node: fx.Node, data: list, mats: dict, n_
 def _transfer_matrix(graph: ChannelGraph, node: fx.Node, mats: dict, n_src: int):
     "The explicit-matrix version of `_transfer`: the matrix from the source to `node`'s output (or an arrival)."
     sp = scipy_sparse()
-    kind, data = graph.kind.get(node), _first_input(node)
+    kind, data = graph.kind.get(node), node_input(node)
     if kind in ('conv', 'linear'):
         m = graph.modules[node.target]
         if kind == 'conv' and m.groups == m.in_channels == m.out_channels and m.groups > 1:
@@ -191,7 +192,7 @@ def unrolled_saliency(model: nn.Module, # the network (Conv2d, Linear, BatchNorm
     layer = {}
     def matrix(node):
         if node not in layer:
-            M = _layer_matrix(graph.modules[node.target], graph.ids[_first_input(node)].shape[1:], node.target)
+            M = _layer_matrix(graph.modules[node.target], graph.ids[node_input(node)].shape[1:], node.target)
             layer[node] = M.toarray() if dense else M
         return layer[node]
     with torch.no_grad():
@@ -207,7 +208,7 @@ def unrolled_saliency(model: nn.Module, # the network (Conv2d, Linear, BatchNorm
                 M, T = matrix(b_node), (T.toarray() if dense else T)
                 clock['build_s'] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                in_shape = graph.ids[_first_input(b_node)].shape
+                in_shape = graph.ids[node_input(b_node)].shape
                 per = 1 if graph.kind[b_node] == 'linear' else math.prod(in_shape[2:])
                 for g, ks in todo.items():
                     if (a_node.target, b_node.target) not in gpairs[g]: continue

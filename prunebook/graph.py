@@ -4,19 +4,16 @@
 
 # %% ../nbs/03_graph.ipynb #846466e1
 from __future__ import annotations
-import math, operator
+import math
 from typing import Callable, Sequence
 import matplotlib.pyplot as plt
-import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
-from torch.fx.node import map_aggregate
+import torch, torch.nn as nn, torch.fx as fx
 from fastcore.basics import patch
+from .rules import RULES, layer_rule, kind_of, opaque, unsliced, varies, compress, tensors, node_input, node_arg
+from .rules import MODULE_RULES, LayerRule, register_rule, register_module, describe, pad_args  # noqa: F401 (re-exported)
 
 # %% auto #0
-__all__ = ['ELEMENTWISE_FUNCTIONS', 'ELEMENTWISE_METHODS', 'MOVEMENT_FUNCTIONS', 'MOVEMENT_METHODS', 'SPATIAL_FUNCTIONS',
-           'REDUCTION_FUNCTIONS', 'REDUCTION_METHODS', 'NORMALIZING_FUNCTIONS', 'ELEMENTWISE_MODULES',
-           'SPATIAL_MODULES', 'MOVEMENT_MODULES', 'PAD_MODULES', 'NORM_MODULES', 'LEAF_HANDLERS', 'UnionFind',
-           'TraceError', 'trace', 'ChannelGraph', 'pad_args', 'ChannelGroup', 'ChannelGroups', 'channel_groups',
-           'plot_groups']
+__all__ = ['UnionFind', 'TraceError', 'trace', 'ChannelGraph', 'ChannelGroup', 'ChannelGroups', 'channel_groups', 'plot_groups']
 
 # %% ../nbs/03_graph.ipynb #2d813773
 class UnionFind:
@@ -51,24 +48,28 @@ class TraceError(RuntimeError):
     "Raised when a model cannot be traced into a graph of channel groups."
 
 class _Tracer(fx.Tracer):
-    "A `torch.fx` tracer that keeps modules it cannot trace through whole (as opaque leaves), remembering why."
+    "A `torch.fx` tracer keeping whole the modules with a registered rule, `leaves`, and modules it cannot trace (why)."
     def __init__(self, leaves: tuple):
         super().__init__(); self.leaves, self.untraceable = leaves, {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, self.leaves) or super().is_leaf_module(m, qualname)
+        return isinstance(m, self.leaves) or layer_rule(m) is not None or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
         if self.is_leaf_module(m, path): return super().call_module(m, forward, args, kwargs)
+        stack = list(self.module_stack.items())
         try: return super().call_module(m, forward, args, kwargs)
         except Exception as e:
+            self.module_stack.clear(); self.module_stack.update(stack)    # as before the failed call
             self.untraceable[path] = f'{type(e).__name__}: {e}'.split('\n')[0]
             return self.create_proxy('call_module', path, args, kwargs)
 
 # %% ../nbs/03_graph.ipynb #dedef1f0
-def trace(model: nn.Module, leaves: tuple = ()) -> tuple[fx.GraphModule, dict]:
-    "Trace `model` with `torch.fx`, keeping `leaves` (and modules that fail to trace) whole; also returns the failures."
+def trace(model: nn.Module, # the network
+          leaves: tuple = () # module classes to keep whole besides those with a rule in `MODULE_RULES`
+         ) -> tuple[fx.GraphModule, dict]:
+    "Trace `model` with `torch.fx`, keeping registered modules (and those that fail to trace) whole; also returns the failures."
     tracer = _Tracer(leaves)
     try: graph = tracer.trace(model)
     except Exception as e:
@@ -79,105 +80,28 @@ def trace(model: nn.Module, leaves: tuple = ()) -> tuple[fx.GraphModule, dict]:
     gm.graph.eliminate_dead_code()
     return gm, tracer.untraceable
 
-# %% ../nbs/03_graph.ipynb #997c31cc
-ELEMENTWISE_FUNCTIONS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.neg, operator.pow,
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.abs, operator.mod,
-    torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide, torch.true_divide,
-    torch.maximum, torch.minimum, torch.where, torch.clamp, torch.clip, torch.relu, torch.sigmoid, torch.tanh,
-    torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.abs, torch.neg, torch.square, torch.pow, torch.erf,
-    torch.sin, torch.cos, torch.reciprocal, torch.sign,
-    F.relu, F.relu6, F.relu_, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh,
-    F.leaky_relu, F.sigmoid, F.tanh, F.softplus, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-    F.feature_alpha_dropout, F.logsigmoid, F.softsign, F.tanhshrink, F.threshold, F.hardshrink, F.softshrink}
-try:
-    import torchvision.ops
-    ELEMENTWISE_FUNCTIONS.add(torchvision.ops.stochastic_depth)   # the identity in eval mode, per sample in training
-except ImportError: pass
-ELEMENTWISE_METHODS = {'add', 'sub', 'mul', 'div', 'true_divide', 'add_', 'sub_', 'mul_', 'div_', 'relu', 'relu_',
-                       'sigmoid', 'sigmoid_', 'tanh', 'tanh_', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'neg', 'clamp',
-                       'clamp_', 'clip', 'pow', 'square', 'reciprocal', 'sign', 'masked_fill', 'where', 'maximum',
-                       'minimum', 'sin', 'cos', 'erf'}
-MOVEMENT_FUNCTIONS = {
-    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze, torch.cat,
-    torch.concat, torch.concatenate, torch.stack, torch.chunk, torch.split, torch.tensor_split, torch.unbind,
-    torch.narrow, torch.select, torch.flip, torch.roll, torch.movedim, torch.moveaxis, torch.t, torch.swapaxes,
-    torch.swapdims, operator.getitem, F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, F.channel_shuffle,
-    torch.clone, torch.detach}
-MOVEMENT_METHODS = {'view', 'view_as', 'reshape', 'reshape_as', 'permute', 'transpose', 'flatten', 'unflatten',
-                    'squeeze', 'unsqueeze', 'expand', 'expand_as', 'repeat', 'chunk', 'split', 'tensor_split',
-                    'unbind', 'narrow', 'select', 'flip', 'roll', 'movedim', 'moveaxis', 't', 'swapaxes',
-                    'contiguous', 'clone', 'detach', 'to', 'float', 'double', 'half', 'bfloat16', 'type', 'type_as',
-                    'cpu', 'cuda', 'requires_grad_', '__getitem__'}
-SPATIAL_FUNCTIONS = {
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d,
-    F.lp_pool1d, F.lp_pool2d, F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear}
-REDUCTION_FUNCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var, torch.logsumexp}
-REDUCTION_METHODS = {'mean', 'sum', 'amax', 'amin', 'std', 'var', 'logsumexp'}
-NORMALIZING_FUNCTIONS = {F.softmax, F.log_softmax, F.softmin, torch.softmax, torch.log_softmax, F.layer_norm, F.normalize}
-
-ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-    nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Threshold,
-    nn.LogSigmoid, nn.Hardshrink, nn.Softshrink, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.AlphaDropout, nn.FeatureAlphaDropout)
-SPATIAL_MODULES = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.LPPool1d, nn.LPPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
-MOVEMENT_MODULES = (nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle)
-PAD_MODULES = (
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
-    nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d)
-NORM_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-LEAF_HANDLERS: dict[type, Callable] = {}   # module type -> handler(graph, node, module, output) -> output ids
-
 # %% ../nbs/03_graph.ipynb #abe0dc82
-def _varies(t: torch.Tensor, d: int) -> bool:
-    "Whether the entries of `t` differ along dimension `d`."
-    if t.shape[d] == 1 or t.stride(d) == 0: return False
-    for i in range(t.dim()):                 # broadcast (stride 0) dimensions hold copies: look at one
-        if i != d and t.stride(i) == 0: t = t.narrow(i, 0, 1)
-    return bool((t != t.narrow(d, 0, 1)).any())
-
-def _compress(t: torch.Tensor) -> torch.Tensor:
-    "`t` narrowed to one entry along every dimension where it does not vary."
-    for d in range(t.dim()):
-        if not _varies(t, d): t = t.narrow(d, 0, 1)
-    return t
-
-def _tensors(x) -> list[torch.Tensor]:
-    "The tensors inside a nested structure."
-    out = []
-    map_aggregate(x, lambda o: out.append(o) if isinstance(o, torch.Tensor) else None)
-    return out
-
-def _first_input(node: fx.Node):
-    "The first (data) argument of `node`."
-    return node.args[0] if node.args else next(iter(node.kwargs.values()))
-
-def _arg(node: fx.Node, i: int, name: str, default=None):
-    "Argument `i` (or keyword `name`) of `node`, as written in the graph."
-    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+_first_input, _arg, _varies, _compress, _tensors = node_input, node_arg, varies, compress, tensors   # old names, kept for now
 
 # %% ../nbs/03_graph.ipynb #d9a82d16
 class ChannelGraph:
     "The channel structure of `model`, traced on `example_inputs`: which channels of which layers are tied together."
-    def __init__(self, model: nn.Module, example_inputs):
+    def __init__(self, model: nn.Module, # the network (not modified)
+                 example_inputs): # a batch, or a tuple of inputs (only the first sample is used)
         xs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        leaves = tuple(LEAF_HANDLERS) + (nn.modules.conv._ConvNd, nn.Linear) + NORM_MODULES
         self.model, self.input_shapes = model, [tuple(x.shape[1:]) for x in xs if isinstance(x, torch.Tensor)]
-        self.gm, self.untraceable = trace(model, leaves)
+        self.example_inputs = [x[:1] if isinstance(x, torch.Tensor) else x for x in xs]
+        self.gm, self.untraceable = trace(model)
         self.modules = dict(self.gm.named_modules())
         self.uf, self.blocked = UnionFind(), []
         self.vals, self.meta, self.ids, self.kind, self._pos = {}, {}, {}, {}, None
-        self.records, self.constraints, self.params = {}, [], {}
+        self.records, self.constraints, self.params = {}, [], {}   # module roles, balanced parts, traced parameters
+        self.setwise, self.layout, self.resizes = {}, {}, []         # see the rules notebook
+        self.cache = {}                                              # what other modules derive from the graph
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(): self._run([x[:1] if isinstance(x, torch.Tensor) else x for x in xs])
+            with torch.no_grad(): self._run(self.example_inputs)
         finally: model.train(was_training)
         self._finish()
 
@@ -190,12 +114,12 @@ class ChannelGraph:
 
     def block(self, ids: torch.Tensor, reason: str):
         "Mark the channels `ids` as unprunable for `reason` (the first reason given is kept)."
-        self.blocked.append((_compress(ids), reason))
+        self.blocked.append((compress(ids), reason))
 
     def union(self, a: torch.Tensor, b: torch.Tensor):
         "Tie the channels at equal positions of the id tensors `a` and `b` (same shape)."
         for d in range(a.dim()):
-            if a.shape[d] > 1 and not _varies(a, d) and not _varies(b, d): a, b = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
+            if a.shape[d] > 1 and not varies(a, d) and not varies(b, d): a, b = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
         pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
         pairs = pairs[pairs[:, 0] != pairs[:, 1]]
         for x, y in torch.unique(pairs, dim=0).tolist(): self.uf.union(x, y)
@@ -262,7 +186,7 @@ def _run(self: ChannelGraph, xs: list):
         elif node.op == 'output':
             self.kind[node] = 'output'
             for n in node.all_input_nodes:
-                for t in _tensors(self.ids.get(n)): self.block(t, 'network output')
+                for t in tensors(self.ids.get(n)): self.block(t, 'network output')
         else: self._op(node)
         for a in node.all_input_nodes:                      # free activations after their last use
             if last.get(a) == i: self.vals.pop(a, None)
@@ -272,189 +196,22 @@ def _op(self: ChannelGraph, node: fx.Node):
     "Run an operation node, then its channel rule."
     val = self.call(node, *fx.node.map_arg((node.args, node.kwargs), lambda n: self.vals[n]))
     self.vals[node] = val
-    if not _tensors(val): self.kind[node], self.meta[node] = 'meta', val; return   # sizes and other plain values
-    kind = self.kind[node] = self._classify(node)
-    if kind == 'dm': out = self.apply(node, lambda n: self.ids[n] if n in self.ids else self.vals[n], lambda n: self.vals[n])
-    elif kind == 'pad': out = self._pad(node)
-    else: out = getattr(self, f'_{kind}')(node, val)
-    self.ids[node] = out
-
-# %% ../nbs/03_graph.ipynb #d6a24cd6
-@patch
-def _classify(self: ChannelGraph, node: fx.Node) -> str:
-    "What kind of channel rule applies to `node`."
-    t = node.target
-    if node.op == 'call_module':
-        m = self.modules[t]
-        if any(isinstance(m, typ) for typ in LEAF_HANDLERS): return 'leaf'
-        for typ, kind in ((nn.modules.conv._ConvNd, 'conv'), (nn.Linear, 'linear'), (NORM_MODULES, 'norm'),
-                          (nn.GroupNorm, 'groupnorm'), (nn.LayerNorm, 'normalizing'), (nn.PReLU, 'prelu'),
-                          (ELEMENTWISE_MODULES, 'ew'), (SPATIAL_MODULES, 'spatial'), (MOVEMENT_MODULES, 'dm'),
-                          (PAD_MODULES, 'pad'), ((nn.Softmax, nn.LogSoftmax, nn.Softmin), 'normalizing')):
-            if isinstance(m, typ): return kind
-        return 'opaque'
-    if node.op == 'call_method':
-        if t in ELEMENTWISE_METHODS: return 'ew'
-        if t in MOVEMENT_METHODS: return 'dm'
-        if t in REDUCTION_METHODS: return 'reduce'
-        return 'normalizing' if t in ('softmax', 'log_softmax') else 'opaque'
-    for table, kind in ((ELEMENTWISE_FUNCTIONS, 'ew'), (MOVEMENT_FUNCTIONS, 'dm'), (SPATIAL_FUNCTIONS, 'spatial'),
-                        (REDUCTION_FUNCTIONS, 'reduce'), (NORMALIZING_FUNCTIONS, 'normalizing')):
-        if t in table: return kind
-    return 'pad' if t is F.pad else 'opaque'
+    if not tensors(val): self.kind[node], self.meta[node] = 'meta', val; return   # sizes and other plain values
+    kind = self.kind[node] = kind_of(self, node)
+    try:
+        self.ids[node] = RULES[kind](self, node, val)
+        if node.op == 'call_module': unsliced(self, node, val)
+    except (TypeError, IndexError, ValueError, KeyError, AttributeError, RuntimeError, NotImplementedError) as e:
+        self.kind[node] = 'opaque'                     # a rule that does not understand this use: refuse, saying so
+        self.ids[node] = opaque(self, node, val, f'its {kind!r} rule failed: {type(e).__name__}: {e}'.split('\n')[0])
 
 @patch
-def _xids(self: ChannelGraph, node: fx.Node) -> torch.Tensor:
+def xids(self: ChannelGraph, node: fx.Node) -> torch.Tensor:
     "Ids of `node`'s first (data) input."
-    x = _first_input(node)
+    x = node_input(node)
     if not isinstance(x, fx.Node) or not isinstance(self.ids.get(x), torch.Tensor):
         raise TraceError(f'{node.format_node()}: expected a tensor as first input')
     return self.ids[x]
-
-# %% ../nbs/03_graph.ipynb #39dc64f7
-@patch
-def _opaque(self: ChannelGraph, node: fx.Node, val):
-    "Unknown operations: block every channel they read; their output is one blocked channel."
-    why = self.untraceable.get(node.target) if node.op == 'call_module' else None
-    what = (f'module {node.target!r} ({type(self.modules[node.target]).__name__})' if node.op == 'call_module' else
-            f'operation {node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)!r}')
-    reason = f'{what} is not supported' + (f' (it could not be traced: {why})' if why else '')
-    for n in node.all_input_nodes:
-        for t in _tensors(self.ids.get(n)): self.block(t, reason)
-    opaque = self.uf.new(1)
-    self.block(opaque, reason)
-    return map_aggregate(val, lambda t: opaque.view([1] * t.dim()).expand(t.shape) if isinstance(t, torch.Tensor) else t)
-
-# %% ../nbs/03_graph.ipynb #df9b2409
-@patch
-def _ew(self: ChannelGraph, node: fx.Node, val):
-    "Elementwise operations: the channels meeting at each position are one coupled channel."
-    if not isinstance(val, torch.Tensor): return self._opaque(node, val)
-    ins = [self.ids[n] for n in node.all_input_nodes if isinstance(self.ids.get(n), torch.Tensor)]
-    shape, keep = val.shape, []
-    full = [torch.broadcast_to(t, shape) for t in ins]
-    for i, (t, b) in enumerate(zip(ins, full)):
-        t = t.view((1,) * (len(shape) - t.dim()) + tuple(t.shape))
-        spread = [d for d in range(len(shape)) if t.shape[d] == 1 and shape[d] > 1]
-        if any(_varies(o, d) for d in spread for j, o in enumerate(full) if j != i):
-            self.block(b, f'{node.name}: a tensor broadcast across channels')
-        else: keep.append(b)
-    if not keep: return self._opaque(node, val)
-    keep.sort(key=lambda b: sum(_varies(b, d) for d in range(b.dim())))   # the most uniform labels the output
-    for b in keep[1:]: self.union(keep[0], b)
-    return keep[0]
-
-# %% ../nbs/03_graph.ipynb #af820c26
-@patch
-def _spatial(self: ChannelGraph, node: fx.Node, val):
-    "Pooling and resampling: each output channel comes from the same input channel."
-    return self.broadcast(self.per_channel(self._xids(node), 1), val.shape, 1)
-
-@patch
-def _reduce(self: ChannelGraph, node: fx.Node, val):
-    "Reductions (`mean`, `sum`, ...): fine over non-channel dimensions, opaque over channels."
-    x = self._xids(node)
-    dims, keepdim = _arg(node, 1, 'dim'), _arg(node, 2, 'keepdim', False)
-    dims = list(range(x.dim())) if dims is None else [d % x.dim() for d in ([dims] if isinstance(dims, int) else dims)]
-    if any(_varies(x, d) for d in dims): return self._opaque(node, val)
-    return x.amax(dim=dims, keepdim=keepdim) if dims else x
-
-@patch
-def _normalizing(self: ChannelGraph, node: fx.Node, val):
-    "Softmax, LayerNorm, `F.normalize`: blocked when they normalize over channels."
-    x, t = self._xids(node), node.target
-    if node.op == 'call_module':
-        m = self.modules[t]
-        dims = list(range(-len(m.normalized_shape), 0)) if isinstance(m, nn.LayerNorm) else [m.dim]
-    elif t is F.layer_norm: dims = list(range(-len(_arg(node, 1, 'normalized_shape')), 0))
-    elif t is F.normalize: dims = [_arg(node, 2, 'dim', 1)]
-    else: dims = [_arg(node, 1, 'dim')]
-    if any(d is None for d in dims) or any(_varies(x, d) for d in dims):
-        what = type(self.modules[t]).__name__ if node.op == 'call_module' else getattr(t, '__name__', t)
-        self.block(x, f'{node.name} ({what}) normalizes over channels: removing one changes the others')
-    return x
-
-# %% ../nbs/03_graph.ipynb #09f48b60
-@patch
-def _conv(self: ChannelGraph, node: fx.Node, val):
-    "Convolutions (any dimension, transposed too): consumer and producer, or a dependent when depthwise."
-    m, name = self.modules[node.target], node.target
-    c_in, g = self.per_channel(self._xids(node), 1), m.groups
-    if g == m.in_channels == m.out_channels and g > 1:
-        c_out = c_in; self.record(name, 'dep', c_in)
-    else:
-        c_out = self.uf.new(m.out_channels)
-        self.record(name, 'in', c_in); self.record(name, 'out', c_out)
-        if g > 1: self.constraints += [(name, 'in', g), (name, 'out', g)]
-    return self.broadcast(c_out, val.shape, 1)
-
-@patch
-def _linear(self: ChannelGraph, node: fx.Node, val):
-    "Linear layers: consume the features of the last dimension, produce new ones."
-    m, name = self.modules[node.target], node.target
-    f_in, f_out = self.per_channel(self._xids(node), -1), self.uf.new(m.out_features)
-    self.record(name, 'in', f_in); self.record(name, 'out', f_out)
-    return self.broadcast(f_out, val.shape, -1)
-
-@patch
-def _norm(self: ChannelGraph, node: fx.Node, val):
-    "BatchNorm, InstanceNorm (and per-channel GroupNorm, PReLU): dependents of their channels."
-    c = self.per_channel(self._xids(node), 1)
-    self.record(node.target, 'dep', c)
-    return self.broadcast(c, val.shape, 1)
-
-@patch
-def _groupnorm(self: ChannelGraph, node: fx.Node, val):
-    "GroupNorm: per channel when each channel is its own group, otherwise it normalizes over channels."
-    m = self.modules[node.target]
-    if m.num_groups == m.num_channels: return self._norm(node, val)
-    x = self._xids(node)
-    self.block(x, f'{node.target} (GroupNorm, {m.num_groups} groups) normalizes over channels: removing one changes the others')
-    return x
-
-@patch
-def _prelu(self: ChannelGraph, node: fx.Node, val):
-    "PReLU: a dependent when it has one slope per channel."
-    return self._xids(node) if self.modules[node.target].num_parameters == 1 else self._norm(node, val)
-
-@patch
-def _leaf(self: ChannelGraph, node: fx.Node, val):
-    "Modules with a registered handler (see `LEAF_HANDLERS`)."
-    m = self.modules[node.target]
-    return next(h for typ, h in LEAF_HANDLERS.items() if isinstance(m, typ))(self, node, m, val)
-
-# %% ../nbs/03_graph.ipynb #157da3c7
-def pad_args(graph: ChannelGraph, # the graph holding `node`
-             node: fx.Node, other: Callable) -> tuple[tuple, str]:
-    "The padding amounts and mode of a padding node (`F.pad` or a padding module); `other` evaluates arguments."
-    if node.op == 'call_module':
-        m = graph.modules[node.target]
-        dims = graph.ids[_first_input(node)].dim() - 2
-        pad = tuple(m.padding) if isinstance(m.padding, (tuple, list)) else (m.padding,) * 2 * dims
-        name = type(m).__name__
-        return pad, 'constant' if name.startswith(('Zero', 'Constant')) else name.split('Pad')[0].lower()
-    return tuple(other(_arg(node, 1, 'pad'))), _arg(node, 2, 'mode', 'constant')
-
-@patch
-def _pad(self: ChannelGraph, node: fx.Node) -> torch.Tensor:
-    "Padding: new channels along a channel dimension, copies of the neighbour's ids elsewhere."
-    pad, _ = pad_args(self, node, lambda a: fx.node.map_arg(a, lambda n: self.vals[n]))
-    out = self._xids(node)
-    for k in range(len(pad) // 2):
-        d, lo, hi = out.dim() - 1 - k, pad[2 * k], pad[2 * k + 1]
-        if lo < 0: out, lo = out.narrow(d, -lo, out.shape[d] + lo), 0
-        if hi < 0: out, hi = out.narrow(d, 0, out.shape[d] + hi), 0
-        if not (lo or hi): continue
-        shape = list(out.shape)
-        if _varies(out, d):
-            def new(n):
-                s = [n if i == d else (shape[i] if _varies(out, i) else 1) for i in range(len(shape))]
-                return self.uf.new(math.prod(s)).view(s).expand([n if i == d else shape[i] for i in range(len(shape))])
-            out = torch.cat([new(lo), out, new(hi)], d)
-        else:
-            edge = lambda i, n: out.narrow(d, i, 1).expand([n if j == d else s for j, s in enumerate(shape)])
-            out = torch.cat([edge(0, lo), out, edge(shape[d] - 1, hi)], d)
-    return out
 
 # %% ../nbs/03_graph.ipynb #47ed7398
 class ChannelGroup:
@@ -481,8 +238,9 @@ class ChannelGroup:
         if self.reason is None:
             if len(self) == 1: self.reason = 'a single channel'
             for (name, role), ps in self.parts.items():
-                if len(ps) > 1 and min(map(len, ps)) == 1:
-                    self.reason = f'{"input" if role == "in" else "output"} of grouped convolution {name!r} with one channel per group'
+                if len(ps) > 1 and min(map(len, ps)) == 1 and role in ('in', 'out', 'fixed groups'):
+                    what = f'{"input" if role == "in" else "output"} of grouped convolution' if role != 'fixed groups' else 'group norm'
+                    self.reason = f'{what} {name!r} with one channel per group'
 
     def __len__(self) -> int: return len(self.roots)
 
@@ -518,8 +276,8 @@ def _finish(self: ChannelGraph):
         for p, r in enumerate(self.root_of[ids].tolist()): sites.setdefault(r, {}).setdefault((name, role), []).append(p)
     for target, ids in self.params.items():
         for r in relevant(ids): sites.setdefault(r, {}).setdefault((target, 'param'), [])
-    for name, role, g in self.constraints:
-        ids = self.root_of[self.records[(name, role)]]
+    for name, role, ids, g in self.constraints:               # each channel's part (group) of a grouped layer
+        ids = self.root_of[ids]
         for p, r in enumerate(ids.tolist()): parts.setdefault(r, {})[(name, role)] = p // (len(ids) // g)
     by_sig, self.groups, self.group_of = {}, [], {}
     for (name, role), ids in self.records.items():           # in graph order: groups numbered by first producer

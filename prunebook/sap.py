@@ -8,7 +8,6 @@ import copy, dataclasses, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
-import matplotlib.pyplot as plt
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import as_inputs, count_macs, count_params, default_device, evaluate
 from .data import first_input
@@ -19,7 +18,7 @@ from .allocation import RULES, allocate
 from .pqi import SCOPES, check_pq, pqi, pq_index, prunable_weights, retained_bound, prune_count, sap_masks
 
 # %% auto #0
-__all__ = ['train_masked', 'SAPResult', 'sap_scores', 'structured_drop', 'sap_prune', 'one_shot_prune']
+__all__ = ['train_masked', 'SAPResult', 'sap_scores', 'structured_drop', 'SAPConfig', 'sap_prune', 'one_shot_prune']
 
 # %% ../nbs/41_sap.ipynb #adc5c80b
 def _pairs(model: nn.Module, masks: Mapping[str, torch.Tensor] | None, dev: torch.device, who: str) -> list:
@@ -226,6 +225,7 @@ def _unstructured_round(init, state, t, prune, x, base0, rule, rewind, track, fi
     state['net'] = net
     return rec
 
+# %% ../nbs/41_sap.ipynb #eefb9cdf
 def _structured_round(init, state, t, prune, x, base0, rule, rewind, track, fit, dev) -> dict:
     "Train round `t` on the physically pruned network, record it, and (if `prune`) remove the next channels."
     if state.get('init_t') is None: state['init_t'] = _replay(init, state['drops'], x)
@@ -273,85 +273,106 @@ def _start_from_checkpoint(init: nn.Module, state: dict, x: torch.Tensor, struct
     else: net = _rewound(init, None); net.load_state_dict(state['start_state'])
     state['start'] = net
 
+# %% ../nbs/41_sap.ipynb #b2f46dff
+@dataclass(frozen=True)
+class SAPConfig:
+    "The settings of a SAP run (`sap_prune`): the pruning rule, the rounds, and each round's training (`train_masked`)."
+    rounds: int = 10 # T: pruning rounds (T + 1 trainings)
+    p: float = 0.5 # the smaller norm of the index, 0 < p < q
+    q: float = 1.0 # the larger norm of the index
+    eta_r: float = 0.0 # compression hyper-parameter η_r (>= 0): larger prunes more
+    gamma: float = 1.0 # scaling γ of the pruned fraction (>= 0)
+    beta: float = 0.9 # largest fraction β pruned in one round, in [0, 1)
+    scope: str = 'global' # 'global', 'layer' or 'neuron' (structured: 'global' or 'layer')
+    structured: bool = False # remove whole channels physically (prunebook's extension) instead of masking weights
+    allocation: str = 'paper' # structured: 'paper' (the pivot of `scope`) or a rule of `allocation.RULES` placing SAP's count
+    rewind: bool = True # rewind survivors to the initial values every round (else continue from the trained ones)
+    epochs_per_round: int = 1 # training epochs of every round
+    fraction: float | None = None # prune this fixed fraction each round instead (the lottery-ticket baseline)
+    track: tuple = ((0.5, 1.0), (1.0, 2.0)) # (p, q) pairs whose PQI is recorded (the run's own (p, q) comes first)
+    lr: float = 0.1 # learning rate at the start of every round's cosine schedule (to 0)
+    momentum: float = 0.9 # SGD (Nesterov) momentum
+    weight_decay: float = 5e-4 # SGD weight decay
+    clip: float | None = 1.0 # gradient-norm clipping (None: off)
+    seed: int = 0 # round t seeds torch with `seed + t`
+
+    def __post_init__(self):
+        check_pq(self.p, self.q, 'sap_prune')
+        for a, b in self.track: check_pq(a, b, 'sap_prune (track)')
+        if self.scope not in SCOPES: raise ValueError(f'sap_prune: scope={self.scope!r}, expected one of {SCOPES}')
+        if self.structured and self.scope == 'neuron': raise ValueError("sap_prune: scope='neuron' needs unstructured pruning; use 'global' or 'layer' with structured=True")
+        if self.rounds < 0 or self.epochs_per_round < 1: raise ValueError(f'sap_prune: rounds={self.rounds} must be >= 0 and epochs_per_round={self.epochs_per_round} >= 1')
+        if not 0 <= self.beta < 1: raise ValueError(f'sap_prune: beta={self.beta} must lie in [0, 1)')
+        if self.eta_r < 0 or self.gamma < 0: raise ValueError(f'sap_prune: eta_r={self.eta_r} and gamma={self.gamma} must be >= 0')
+        if self.fraction is not None and not 0 < self.fraction < 1: raise ValueError(f'sap_prune: fraction={self.fraction} must lie in (0, 1)')
+        if self.allocation != 'paper' and (not self.structured or self.allocation not in RULES):
+            raise ValueError(f"sap_prune: allocation={self.allocation!r} needs structured=True and one of {RULES}")
+        pairs = [(float(self.p), float(self.q)), *[(float(a), float(b)) for a, b in self.track]]
+        object.__setattr__(self, 'track', tuple(dict.fromkeys(pairs)))
+
+    def rule(self) -> dict:
+        "The arguments of one pruning step: `sap_masks`'s, or (structured) `structured_drop`'s."
+        rule = dict(p=self.p, q=self.q, eta_r=self.eta_r, gamma=self.gamma, beta=self.beta, scope=self.scope, fraction=self.fraction)
+        return {**rule, 'allocation': self.allocation} if self.structured else rule
+
 # %% ../nbs/41_sap.ipynb #dc90247d
+def _save(checkpoint: str | Path, config: dict, state: dict):
+    "Write the run's `state` (without the networks kept in memory, with the last trained weights) to `checkpoint`."
+    keep = {k: v for k, v in state.items() if k not in ('net', 'start', 'init_t')}
+    keep['trained'] = {k: v.detach().cpu() for k, v in state['net'].state_dict().items()}
+    if state.get('start') is not None: keep['start_state'] = {k: v.detach().cpu() for k, v in state['start'].state_dict().items()}
+    tmp = Path(str(checkpoint) + '.tmp'); torch.save({'config': config, 'state': keep}, tmp); tmp.replace(checkpoint)
+
+def _line(rec: dict, pair: str) -> str:
+    "One round of the run, in a line."
+    return (f"round {rec['round']}: density {rec['density']:.2%}, val {rec['val_acc']:.2%}"
+            + (f", test {rec['test_acc']:.2%}" if rec['test_acc'] is not None else '')
+            + f", PQI {rec['pqi'][pair]['global']:.4f}" + (f", pruned {rec['pruned']:,}" if 'pruned' in rec else '') + f" ({rec['seconds']:.0f} s)")
+
 def sap_prune(model: nn.Module, # the initialisation $w_\text{init}$ (not modified)
               train_loader: Iterable, # training batches (inputs, labels)
               val_loader: Iterable, # validation batches (checkpoint selection)
-              rounds: int = 10, # T: pruning rounds (T + 1 trainings)
-              p: float = 0.5, # the smaller norm of the index, 0 < p < q
-              q: float = 1.0, # the larger norm of the index
-              eta_r: float = 0.0, # compression hyper-parameter η_r (>= 0): larger prunes more
-              gamma: float = 1.0, # scaling γ of the pruned fraction (>= 0)
-              beta: float = 0.9, # largest fraction β pruned in one round, in [0, 1)
-              scope: str = 'global', # 'global', 'layer' or 'neuron' (structured: 'global' or 'layer')
-              structured: bool = False, # remove whole channels physically (prunebook's extension) instead of masking weights
-              rewind: bool = True, # rewind survivors to `model`'s values every round (else continue from the trained ones)
-              epochs_per_round: int = 1, # training epochs of every round
-              fraction: float | None = None, # prune this fixed fraction each round instead (the lottery-ticket baseline)
+              config: SAPConfig | None = None, # the run's settings (default `SAPConfig()`)
               test_loader: Iterable | None = None, # reported per round, never used for any decision
               example_inputs=None, # for tracing (structured) and MACs; default: one sample of `val_loader`
-              track: Sequence[tuple[float, float]] = ((0.5, 1.0), (1.0, 2.0)), # (p, q) pairs whose PQI is recorded
-              lr: float = 0.1, # learning rate at the start of every round's cosine schedule (to 0) (`train_masked`)
-              momentum: float = 0.9, # SGD (Nesterov) momentum
-              weight_decay: float = 5e-4, # SGD weight decay
-              clip: float | None = 1.0, # gradient-norm clipping (None: off)
-              seed: int = 0, # round t seeds torch with `seed + t`
               device: str | torch.device | None = None, # where to train; default CUDA when present
               checkpoint: str | Path | None = None, # save after every round, resume from here
               log: Callable[[str], None] | None = print, # one line per round (None: silent)
+              **changes, # fields of `config` to change for this call, e.g. `rounds=20, p=1.0, q=2.0`
              ) -> SAPResult:
     "Sparsity-informed Adaptive Pruning: train, measure PQI, prune down to the bound, rewind; `rounds` times. Returns a `SAPResult`."
-    check_pq(p, q, 'sap_prune')
-    for a, b in track: check_pq(a, b, 'sap_prune (track)')
-    if scope not in SCOPES: raise ValueError(f'sap_prune: scope={scope!r}, expected one of {SCOPES}')
-    if structured and scope == 'neuron': raise ValueError("sap_prune: scope='neuron' needs unstructured pruning; use 'global' or 'layer' with structured=True")
-    if rounds < 0 or epochs_per_round < 1: raise ValueError(f'sap_prune: rounds={rounds} must be >= 0 and epochs_per_round={epochs_per_round} >= 1')
-    if not 0 <= beta < 1: raise ValueError(f'sap_prune: beta={beta} must lie in [0, 1)')
-    if eta_r < 0 or gamma < 0: raise ValueError(f'sap_prune: eta_r={eta_r} and gamma={gamma} must be >= 0')
-    if fraction is not None and not 0 < fraction < 1: raise ValueError(f'sap_prune: fraction={fraction} must lie in (0, 1)')
+    if unknown := set(changes) - {f.name for f in dataclasses.fields(SAPConfig)}: raise TypeError(f'sap_prune: {sorted(unknown)} are not fields of SAPConfig')
+    c = dataclasses.replace(config or SAPConfig(), **changes)
     if not isinstance(model, nn.Module) or not prunable_weights(model): raise ValueError('sap_prune: `model` has no prunable weight')
-    dev = default_device(device)
-    track = tuple(dict.fromkeys([(float(p), float(q)), *[(float(a), float(b)) for a, b in track]]))
-    config = _config(rounds=rounds, p=p, q=q, eta_r=eta_r, gamma=gamma, beta=beta, scope=scope, structured=structured,
-                     rewind=rewind, epochs_per_round=epochs_per_round, fraction=fraction, track=track, lr=lr,
-                     momentum=momentum, weight_decay=weight_decay, clip=clip, seed=seed)
+    dev, config = default_device(device), _config(**dataclasses.asdict(c))
     x = (as_inputs(example_inputs)[0] if example_inputs is not None else first_input(val_loader)).cpu()
     init = copy.deepcopy(model).cpu().eval()
     state = {'history': [], 'drops': [], 'dense': None,
-             'masks': None if structured else {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(init).items()}}
+             'masks': None if c.structured else {n: torch.ones_like(w, dtype=torch.bool) for n, w in prunable_weights(init).items()}}
     if checkpoint is not None and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location='cpu', weights_only=False)
         if saved['config'] != config: raise ValueError(f'sap_prune: checkpoint {checkpoint} was made with other settings: {saved["config"]}')
         state = saved['state']
-        _start_from_checkpoint(init, state, x, structured, rewind)
-    base0 = {'params': count_params(init), 'kept': sum(w.numel() for w in prunable_weights(init).values()),
-             'macs': count_macs(init, x, dev)}
-    rule = dict(p=p, q=q, eta_r=eta_r, gamma=gamma, beta=beta, scope=scope, fraction=fraction)
-    fit = lambda net, masks: train_masked(net, train_loader, epochs_per_round, masks, lr, momentum, weight_decay, True,
-                                          clip, val_loader, dev)
-    step = _structured_round if structured else _unstructured_round
-    for t in range(len(state['history']), rounds + 1):
+        _start_from_checkpoint(init, state, x, c.structured, c.rewind)
+    base0 = {'params': count_params(init), 'kept': sum(w.numel() for w in prunable_weights(init).values()), 'macs': count_macs(init, x, dev)}
+    fit = lambda net, masks: train_masked(net, train_loader, c.epochs_per_round, masks, c.lr, c.momentum, c.weight_decay, True,
+                                          c.clip, val_loader, dev)
+    step = _structured_round if c.structured else _unstructured_round
+    for t in range(len(state['history']), c.rounds + 1):
         t0 = time.perf_counter()
-        torch.manual_seed(seed + t)
-        rec = step(init, state, t, t < rounds, x, base0, rule, rewind, track, fit, dev)
+        torch.manual_seed(c.seed + t)
+        rec = step(init, state, t, t < c.rounds, x, base0, c.rule(), c.rewind, c.track, fit, dev)
         rec['test_acc'] = evaluate(state['net'], test_loader, dev) if test_loader is not None else None
         rec['seconds'] = time.perf_counter() - t0
         state['history'].append(rec)
         if t == 0: state['dense'] = {k: v.detach().cpu().clone() for k, v in state['net'].state_dict().items()}
-        if log: log(f"round {t}: density {rec['density']:.2%}, val {rec['val_acc']:.2%}"
-                    + (f", test {rec['test_acc']:.2%}" if rec['test_acc'] is not None else '')
-                    + f", PQI {rec['pqi'][_pair_key(p, q)]['global']:.4f}" + (f", pruned {rec['pruned']:,}" if 'pruned' in rec else '')
-                    + f" ({rec['seconds']:.0f} s)")
-        if checkpoint is not None:
-            keep = {k: v for k, v in state.items() if k not in ('net', 'start', 'init_t')}
-            keep['trained'] = {k: v.detach().cpu() for k, v in state['net'].state_dict().items()}
-            if state.get('start') is not None: keep['start_state'] = {k: v.detach().cpu() for k, v in state['start'].state_dict().items()}
-            tmp = Path(str(checkpoint) + '.tmp'); torch.save({'config': config, 'state': keep}, tmp); tmp.replace(checkpoint)
+        if log: log(_line(rec, _pair_key(c.p, c.q)))
+        if checkpoint is not None: _save(checkpoint, config, state)
     net = state.get('net')
-    if net is None: net = _restore(init, state, x, structured)          # every round came from the checkpoint
+    if net is None: net = _restore(init, state, x, c.structured)          # every round came from the checkpoint
     net = net.cpu().eval()
-    if not structured: net.prunebook_masks = {n: m.clone() for n, m in state['masks'].items()}
-    return SAPResult(net, state['history'], None if structured else net.prunebook_masks, state['dense'], config)
+    if not c.structured: net.prunebook_masks = {n: m.clone() for n, m in state['masks'].items()}
+    return SAPResult(net, state['history'], None if c.structured else net.prunebook_masks, state['dense'], config)
 
 # %% ../nbs/41_sap.ipynb #fc92461b
 def one_shot_prune(model: nn.Module, # the initialisation (not modified)

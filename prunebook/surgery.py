@@ -4,22 +4,23 @@
 
 # %% ../nbs/04_surgery.ipynb #b26c48f1
 from __future__ import annotations
-import copy, importlib, itertools
+import copy, importlib, inspect
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
-from torch.fx.node import map_aggregate
-from fastcore.basics import patch
-from .core import as_inputs, count_macs, count_params
-from .graph import (ChannelGraph, ChannelGroup, LEAF_HANDLERS, channel_groups, pad_args, _first_input,
-                             _tensors)
+from .core import as_inputs, count_macs, count_params  # noqa: F401 (the sizes are measured in the examples)
+from .rewrite import ChannelGather, block_index, take_block, find_rewrites, rewrite_model  # noqa: F401 (ChannelGather: re-exported)
+from .graph import ChannelGraph, ChannelGroup, channel_groups, layer_rule, node_input
 
 # %% auto #0
-__all__ = ['choose_channels', 'random_drop', 'l1_scores', 'ChannelGather', 'pad_positions', 'find_rewrites', 'remove_channels',
-           'mask_channels', 'save_pruned', 'load_pruned', 'prune_uniform', 'match_amount']
+__all__ = ['normalize_drop', 'keep_ids', 'choose_channels', 'random_drop', 'l1_scores', 'slice_layer', 'check_same_model',
+           'check_runs', 'remove_channels', 'OnKept', 'mask_channels', 'save_pruned', 'load_pruned', 'prune_uniform',
+           'match_amount']
 
 # %% ../nbs/04_surgery.ipynb #30f89f2f
-def _normalize_drop(groups: Sequence[ChannelGroup], drop: Mapping) -> tuple[ChannelGraph, dict]:
+def normalize_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
+                   drop: Mapping # {group or group index: channel indices}
+                  ) -> tuple[ChannelGraph, dict]:
     "Check `drop` ({group or group index: channel indices}) and return the graph and {group: sorted indices}."
     if not groups: raise ValueError('drop: `groups` is empty')
     graph, out = groups[0].graph, {}
@@ -33,16 +34,23 @@ def _normalize_drop(groups: Sequence[ChannelGroup], drop: Mapping) -> tuple[Chan
         if idxs[0] < 0 or idxs[-1] >= len(g):
             raise ValueError(f'drop: channel indices of group {g.idx} must lie in [0, {len(g)}), got {idxs[0]}..{idxs[-1]}')
         if len(idxs) == len(g): raise ValueError(f'drop: would remove all {len(g)} channels of group {g.idx}')
-        for (name, role), parts in g.parts.items():
-            counts = [sum(i in set(idxs) for i in p) for p in parts]
-            if len(set(counts)) > 1:
-                raise ValueError(f'drop: grouped convolution {name!r} needs the same number of channels removed from each '
-                                 f'of its {len(parts)} groups (got {counts}); see ChannelGroup.parts')
-            if counts[0] == len(parts[0]): raise ValueError(f'drop: would remove every channel of {name!r}')
+        for (name, role), parts in g.parts.items(): _check_parts(name, role, parts, set(idxs))
         out[g] = idxs
     return graph, out
 
-def _keep_ids(graph: ChannelGraph, drop: dict) -> torch.Tensor:
+def _check_parts(name: str, role: str, parts: list, idxs: set):
+    "Grouped layers lose the same number of channels from each group; a GroupNorm module may lose whole groups instead."
+    counts = [sum(i in idxs for i in p) for p in parts]
+    what = 'GroupNorm' if 'groups' in role else 'grouped convolution'
+    whole = role == 'groups' and len({len(p) for p in parts}) == 1 and all(c in (0, len(p)) for c, p in zip(counts, parts))
+    if len(set(counts)) > 1 and not whole:
+        raise ValueError(f'drop: {what} {name!r} needs the same number of channels removed from each of its {len(parts)} '
+                         f'groups' + (' (or whole groups)' if role == 'groups' else '') + f' (got {counts}); see ChannelGroup.parts')
+    if all(c == len(p) for c, p in zip(counts, parts)): raise ValueError(f'drop: would remove every channel of {name!r}')
+
+def keep_ids(graph: ChannelGraph, # the traced graph
+             drop: dict # {group: sorted indices}, from `normalize_drop`
+            ) -> torch.Tensor:
     "For every channel id of the graph, whether it is kept."
     keep_root = torch.ones(len(graph.uf), dtype=torch.bool)
     for g, idxs in drop.items(): keep_root[[g.roots[i] for i in idxs]] = False
@@ -119,30 +127,21 @@ def _slice_linear(m: nn.Linear, keep_in: torch.Tensor, keep_out: torch.Tensor):
     if m.bias is not None: m.bias = _param(m.bias, m.bias[rows])
     m.in_features, m.out_features = len(cols), len(rows)
 
-def _slice_channels(m: nn.Module, keep: torch.Tensor):
-    "Slice a per-channel layer (BatchNorm, InstanceNorm, GroupNorm with a group per channel, PReLU) in place."
-    k = keep.nonzero().flatten()
-    for name in ('weight', 'bias', 'running_mean', 'running_var'):
-        t = getattr(m, name, None)
-        if isinstance(t, torch.Tensor) and t.dim() > 0: setattr(m, name, _param(t, t[k.to(t.device)]))
-    for attr in ('num_features', 'num_channels', 'num_groups', 'num_parameters'):
-        if hasattr(m, attr): setattr(m, attr, len(k))
+def slice_layer(m: nn.Module, # a module kept whole by the graph, with a `LayerRule`
+                keep: torch.Tensor, # for each of its channels, whether it is kept
+                layout: dict | None = None): # parameter -> dimension, where the graph worked it out (LayerNorm)
+    "Slice, in place, the parameters of a per-channel layer that follow its channels, and update its channel counts."
+    rule, idx = layer_rule(m), keep.nonzero().flatten()
+    dims = {**rule.params, **(layout or {})}
+    for name, d in dims.items():
+        owner, _, attr = name.rpartition('.')
+        mod = m.get_submodule(owner) if owner else m
+        t = getattr(mod, attr, None)
+        if isinstance(t, torch.Tensor) and t.dim() > 0 and d is not None: setattr(mod, attr, _param(t, t.index_select(d, idx.to(t.device))))
+    for attr in rule.sizes: setattr(m, attr, len(idx))
+    if rule.resize is not None: rule.resize(m, keep, dims)
 
 # %% ../nbs/04_surgery.ipynb #c744f160
-def _factor(mask: torch.Tensor) -> list[torch.Tensor] | None:
-    "Per-dimension kept indices if `mask` is a rectangular selection (a product of per-dimension masks), else None."
-    idx = []
-    for d in range(mask.dim()):
-        other = tuple(i for i in range(mask.dim()) if i != d)
-        idx.append((mask.any(dim=other) if other else mask).nonzero().flatten())
-    sel = _select(mask, idx)
-    return idx if bool(sel.all()) and sel.numel() == int(mask.sum()) else None
-
-def _select(t: torch.Tensor, idx: list[torch.Tensor]) -> torch.Tensor:
-    "`t` restricted to the indices `idx[d]` along each dimension `d`."
-    for d, ix in enumerate(idx): t = t.index_select(d, ix.to(t.device))
-    return t
-
 def _slice_modules(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor):
     "Slice, in place, every layer and per-channel parameter of `model` that touches a removed channel."
     rec = graph.records
@@ -153,170 +152,22 @@ def _slice_modules(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor):
             if not (kin.all() and kout.all()): _slice_conv(m, kin, kout)
         elif isinstance(m, nn.Linear):
             if not (k['in'].all() and k['out'].all()): _slice_linear(m, k['in'], k['out'])
-        elif not k['dep'].all(): _slice_channels(m, k['dep'])
+        elif not k['dep'].all(): slice_layer(m, k['dep'], graph.layout.get(name))
     for target, ids in graph.params.items():
         if (kp := keep[ids]).all(): continue
-        idx = _factor(kp)
+        idx = block_index(kp)
         if idx is None: raise RuntimeError(f'cannot slice parameter {target!r}: its kept entries are not rectangular')
         owner, _, attr = target.rpartition('.')
         mod = model.get_submodule(owner) if owner else model
-        setattr(mod, attr, _param(getattr(mod, attr), _select(getattr(mod, attr), idx)))
-
-# %% ../nbs/04_surgery.ipynb #a5462427
-class _Fresh:
-    "Positions `start..start+numel` laid out in `shape`, materialized on demand."
-    def __init__(self, start: int, shape: torch.Size): self.start, self.shape = start, torch.Size(shape)
-    def tensor(self) -> torch.Tensor: return torch.arange(self.start, self.start + self.shape.numel()).view(self.shape)
-
-class ChannelGather(nn.Module):
-    "Assemble a tensor from entries of its sources by index: what surgery puts where forward code hard-codes channels."
-    def __init__(self, index: torch.Tensor, # per sample: positions in the concatenated flattened sources (last: a zero)
-                 rows: Sequence[int]): # each source's first dimension for one sample (batch may be folded in)
-        super().__init__()
-        self.register_buffer('index', index)
-        self.rows = list(rows)
-
-    def gather(self, sources: Sequence[torch.Tensor], fill=0) -> torch.Tensor:
-        "The gathered tensor, with `fill` at the constant entries."
-        n = sources[0].shape[0] // self.rows[0]
-        flat = torch.cat([s.reshape(n, -1) for s in sources] + [sources[0].new_full((n, 1), fill)], 1)
-        return flat[:, self.index.reshape(-1)].reshape(-1, *self.index.shape[1:])
-
-    def forward(self, *sources: torch.Tensor) -> torch.Tensor: return self.gather(sources)
-    def extra_repr(self) -> str: return f'out_shape={tuple(self.index.shape[1:])}, sources={len(self.rows)}'
-
-def _gather_ids(graph: ChannelGraph, node: fx.Node, m: ChannelGather, val) -> torch.Tensor:
-    "Channel rule for `ChannelGather` (so pruned models can be pruned again): move ids; constants are new channels."
-    out = m.gather([graph.ids[n] for n in node.all_input_nodes], fill=-1)
-    return torch.where(out < 0, graph.fresh(out.shape, 1), out) if (out < 0).any() else out
-
-LEAF_HANDLERS[ChannelGather] = _gather_ids
-
-def _moves(graph: ChannelGraph, node: fx.Node) -> str | None:
-    "How `node` moves data: 'dm' (an operation), 'pad', 'gather' (a `ChannelGather`), or None."
-    if graph.kind.get(node) in ('dm', 'pad'): return graph.kind[node]
-    if node.op == 'call_module' and isinstance(graph.modules[node.target], ChannelGather): return 'gather'
-
-def _move(graph: ChannelGraph, node: fx.Node, data: Callable, other: Callable):
-    "Run data-movement `node` on positions: `data(n)` for its data inputs, `other(n)` for the rest; constants are -1."
-    how = _moves(graph, node)
-    if how == 'pad': return pad_positions(graph, node, data(_first_input(node)), other)
-    if how == 'gather': return graph.modules[node.target].gather([data(n) for n in node.all_input_nodes], fill=-1)
-    return graph.apply(node, data, other)
-
-def pad_positions(graph: ChannelGraph, # the graph holding `node`
-
-                  node: fx.Node, x: torch.Tensor,
-
-                  other: Callable # evaluates the node's other arguments
-
-                 ) -> torch.Tensor:
-    "Apply `node`'s padding to positions `x`, numbering the constant entries -1."
-    pad, mode = pad_args(graph, node, lambda a: fx.node.map_arg(a, other))
-    return F.pad(x, pad, value=-1) if mode == 'constant' else F.pad(x.double(), pad, mode=mode).long()
-
-@patch
-def _mat(self: ChannelGraph, pos: dict, n: fx.Node):
-    "Materialized positions of node `n` (its plain value if it has none)."
-    if n not in pos: return self.meta.get(n)
-    return map_aggregate(pos[n], lambda p: p.tensor() if isinstance(p, _Fresh) else p)
-
-@patch
-def positions(self: ChannelGraph) -> dict:
-    "For every node, where each entry of its output comes from (computed once, on demand)."
-    if self._pos is not None: return self._pos
-    pos, n = {}, 0
-    other = lambda a: self.meta[a] if a in self.meta else self.ids.get(a)
-    def fresh(t):
-        nonlocal n
-        if not isinstance(t, torch.Tensor): return t
-        p = _Fresh(n, t.shape); n += t.numel(); return p
-    for node in self.gm.graph.nodes:
-        if node not in self.ids: continue
-        if _moves(self, node): pos[node] = _move(self, node, lambda a: self._mat(pos, a), other)
-        else: pos[node] = map_aggregate(self.ids[node], fresh)
-    self._pos = pos
-    return pos
-
-# %% ../nbs/04_surgery.ipynb #d6bbfdd5
-_INVALID = object()
-
-def _expected(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor):
-    "The positions `node`'s output should hold in the pruned network (None where its kept part is not rectangular)."
-    def f(pos, ids):
-        if not isinstance(pos, torch.Tensor): return pos
-        idx = _factor(keep[ids])
-        return None if idx is None else _select(pos, idx)
-    def pair(a, b): return type(a)(pair(x, y) for x, y in zip(a, b)) if isinstance(a, (tuple, list)) else f(a, b)
-    return pair(graph._mat(graph.positions(), node), graph.ids[node])
-
-def find_rewrites(graph: ChannelGraph, # the traced graph
-
-                  keep: torch.Tensor # for every channel id of `graph`, whether it is kept
-
-                 ) -> list[fx.Node]:
-    "The data-movement nodes whose operation, run unchanged on the pruned tensors, would not give the pruned result."
-    nodes = list(graph.gm.graph.nodes)
-    reads = lambda n: graph.kind.get(n) == 'meta' or _moves(graph, n)
-    needed = {a for n in nodes if reads(n) for a in n.all_input_nodes}
-    env, rewrites = {}, []
-    get = lambda n: env.get(n, _INVALID)
-    other = lambda n: graph.meta[n] if graph.kind.get(n) == 'param' else get(n)
-    for node in nodes:
-        if reads(node):
-            if any(get(n) is _INVALID for n in node.all_input_nodes): got = _INVALID
-            else:
-                try: got = graph.call(node, *fx.node.map_arg((node.args, node.kwargs), other)) if graph.kind.get(node) == 'meta' \
-                           else _move(graph, node, get, other)
-                except Exception: got = _INVALID
-            if graph.kind.get(node) == 'meta': env[node] = got; continue
-            exp = _expected(graph, node, keep)
-            if isinstance(exp, torch.Tensor):
-                ok = isinstance(got, torch.Tensor) and got.shape == exp.shape and torch.equal(got, exp)
-                if not ok: rewrites.append(node)
-                env[node] = exp
-            else: env[node] = got        # not rectangular, or a tuple: only the nodes reading it are checked
-        elif node in needed: env[node] = _expected(graph, node, keep)
-    return rewrites
-
-# %% ../nbs/04_surgery.ipynb #694cbcc5
-def _gather_for(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor) -> tuple[list[fx.Node], ChannelGather]:
-    "A `ChannelGather` computing `node`'s pruned output from its (pruned) sources."
-    sel = _expected(graph, node, keep)
-    fresh = sorted((p.start, p.start + p.shape.numel(), n) for n, p in graph.positions().items() if isinstance(p, _Fresh))
-    flat, index, offset = sel.reshape(-1), torch.full((sel.numel(),), -1), 0
-    hit = torch.searchsorted(torch.tensor([s for s, _, _ in fresh]), flat[flat >= 0], right=True) - 1
-    sources = []
-    for k in sorted(set(hit.tolist())):
-        start, end, src = fresh[k]
-        kept = keep[graph.ids[src]].reshape(-1)
-        inside = (flat >= start) & (flat < end)
-        index[inside] = offset + (torch.cumsum(kept.long(), 0) - 1)[flat[inside] - start]
-        offset += int(kept.sum()); sources.append(src)
-    index[flat < 0] = offset
-    return sources, ChannelGather(index.view(sel.shape), [graph.ids[s].shape[0] for s in sources])
-
-def _rewrite(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor, rewrites: list, name: str) -> fx.GraphModule:
-    "A graph module running `model`'s layers, with each node in `rewrites` replaced by a `ChannelGather`."
-    new_graph, val_map = fx.Graph(), {}
-    new_graph.output(new_graph.graph_copy(graph.gm.graph, val_map))
-    gm = fx.GraphModule(model, new_graph, name)
-    taken = {n for n, _ in gm.named_children()}   # a pruned model's own gathers keep their names
-    fresh = (n for n in (f'prunebook_gather_{j}' for j in itertools.count()) if n not in taken)
-    for node in rewrites:
-        sources, gather = _gather_for(graph, node, keep)
-        gname = next(fresh)
-        gm.add_submodule(gname, gather)
-        with gm.graph.inserting_before(val_map[node]):
-            g = gm.graph.call_module(gname, tuple(val_map[s] for s in sources))
-        val_map[node].replace_all_uses_with(g)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return gm
+        setattr(mod, attr, _param(getattr(mod, attr), take_block(getattr(mod, attr), idx)))
+    for _, owner, attr, d, ids in graph.resizes:        # a functional norm's fixed shape, kept in its module
+        mod, v = model.get_submodule(owner), getattr(model.get_submodule(owner), attr)
+        setattr(mod, attr, tuple(int(keep[ids].sum()) if i == d % len(v) else n for i, n in enumerate(v)))
 
 # %% ../nbs/04_surgery.ipynb #5d38f330
-def _check_same_model(graph: ChannelGraph, model: nn.Module, who: str):
+def check_same_model(graph: ChannelGraph, # the traced graph
+                     model: nn.Module, who: str # the function asking, for the message
+                    ):
     "`model` must be the network the groups were traced from (same layers, same shapes)."
     mine = {n: tuple(p.shape) for n, p in model.named_parameters()}
     theirs = {n: tuple(p.shape) for n, p in graph.model.named_parameters()}
@@ -325,34 +176,112 @@ def _check_same_model(graph: ChannelGraph, model: nn.Module, who: str):
         raise ValueError(f'{who}: `model` is not the model the groups were traced from (it differs at {bad!r}); '
                          'call channel_groups on this model first')
 
+def check_runs(model: nn.Module, # a pruned network
+               inputs: Sequence, # the inputs to run it on
+               who: str): # the function asking, for the message
+    "Run `model` once on `inputs` (in eval mode, without gradients); if it fails, raise naming the innermost module that failed."
+    stack, hooks, modes = [], [], {m: m.training for m in model.modules()}
+    for name, m in model.named_modules():
+        hooks.append(m.register_forward_pre_hook(lambda mod, args, name=name: stack.append(name)))
+        hooks.append(m.register_forward_hook(lambda mod, args, out: stack.pop() and None))
+    try:
+        with torch.no_grad(): model.eval()(*inputs)
+    except Exception as e:
+        where = (f'module {stack[-1]!r} ({type(model.get_submodule(stack[-1])).__name__})' if stack and stack[-1]
+                 else f'the forward code of {type(model).__name__}')
+        raise RuntimeError(f'{who}: the pruned model fails in {where} ({type(e).__name__}: {e}); prunebook sliced a layer '
+                           'it has no complete rule for: teach the graph that layer with register_module') from e
+    finally:
+        for h in hooks: h.remove()
+        for m, t in modes.items(): m.train(t)
+
+_normalize_drop, _keep_ids, _check_same_model = normalize_drop, keep_ids, check_same_model   # old names, kept for now
+
+# %% ../nbs/04_surgery.ipynb #5b1e0002
 def remove_channels(model: nn.Module, # the network the groups were traced from (copied unless `inplace`)
 
                     groups: Sequence[ChannelGroup], # from `channel_groups(model, ...)`
 
                     drop: Mapping, # {group or group index: channel indices within the group}
 
-                    example_inputs=None, # if given, the pruned model is run on them as a final check
+                    example_inputs=None, # run the pruned model on these as a final check (default: the traced inputs)
 
                     inplace: bool = False # slice `model`'s own layers (impossible when the forward code must be rewritten)
 
                    ) -> nn.Module:
     "A physically smaller copy of `model` without the channels `drop` = {group or group index: channel indices}."
-    graph, drop = _normalize_drop(groups, drop)
-    _check_same_model(graph, model, 'remove_channels')
-    keep = _keep_ids(graph, drop)
+    graph, drop = normalize_drop(groups, drop)
+    check_same_model(graph, model, 'remove_channels')
+    keep = keep_ids(graph, drop)
     rewrites = find_rewrites(graph, keep)
     if rewrites and inplace:
         raise ValueError('remove_channels: inplace=True is impossible here: the forward code hard-codes channel counts at '
                          f'{", ".join(n.name for n in rewrites[:3])}; use inplace=False to get a rewritten graph module')
     work = model if inplace else copy.deepcopy(model)
     _slice_modules(graph, work, keep)
-    if rewrites: work = _rewrite(graph, work, keep, rewrites, 'Pruned' + type(model).__name__.removeprefix('Pruned'))
+    if rewrites: work = rewrite_model(graph, work, keep, rewrites, 'Pruned' + type(model).__name__.removeprefix('Pruned'))
     work.prunebook_history = list(getattr(model, 'prunebook_history', [])) + [
         {'input_shapes': graph.input_shapes, 'drop': {g.idx: idxs for g, idxs in drop.items()},
          'producers': {g.idx: g.producers for g in drop}}]
-    if example_inputs is not None:
-        with torch.no_grad(): work.eval()(*as_inputs(example_inputs))
+    check_runs(work, as_inputs(example_inputs) if example_inputs is not None else graph.example_inputs, 'remove_channels')
     return work
+
+# %% ../nbs/04_surgery.ipynb #5b1e0003
+class OnKept(nn.Module):
+    "An operation over channels computed on the kept channels only (those along `dim` at `idx`), the others left zero."
+    def __init__(self, op, # the module, function or tensor method name of the operation
+                 dim: int, # the dimension of its input holding the channels
+                 idx: torch.Tensor, # the kept positions along `dim`
+                 groups: int | None = None, # GroupNorm modules: the number of groups left
+                 reduces: bool = False): # a reduction over the channels (its output has none to put back)
+        super().__init__()
+        self.op, self.dim, self.groups, self.reduces = op, dim, groups, reduces
+        self.register_buffer('idx', idx)
+
+    def run(self, x: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        "The operation on the kept channels `x`, with its per-channel parameters and sizes cut to match."
+        op, cut = self.op, lambda w, d: None if w is None else w.index_select(d, self.idx)
+        if isinstance(op, str): return getattr(x, op)(*args, **kwargs)
+        if isinstance(op, nn.GroupNorm): return F.group_norm(x, self.groups, cut(op.weight, 0), cut(op.bias, 0), op.eps)
+        if isinstance(op, (nn.LayerNorm, nn.RMSNorm)):
+            kw = dict(weight=op.weight, eps=op.eps) | (dict(bias=op.bias) if isinstance(op, nn.LayerNorm) else {})
+            op, args, kwargs = F.layer_norm if isinstance(op, nn.LayerNorm) else F.rms_norm, (op.normalized_shape,), kw
+        if isinstance(op, nn.Module): return op(x, *args, **kwargs)
+        a = inspect.signature(op).bind(x, *args, **kwargs).arguments
+        if op in (F.layer_norm, F.rms_norm):
+            n, d = len(a['normalized_shape']), self.dim - x.dim()
+            a['normalized_shape'] = tuple(len(self.idx) if i == n + d else s for i, s in enumerate(a['normalized_shape']))
+            for k in ('weight', 'bias'): a[k] = cut(a.get(k), n + d)
+        if op is F.group_norm: a['weight'], a['bias'] = cut(a.get('weight'), 0), cut(a.get('bias'), 0)
+        return op(**a)
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y = self.run(x.index_select(self.dim, self.idx), args, kwargs)
+        if self.reduces: return y
+        shape = list(y.shape); shape[self.dim] = x.shape[self.dim]
+        return y.new_zeros(shape).index_copy(self.dim, self.idx, y)
+
+# %% ../nbs/04_surgery.ipynb #5b1e0004
+def _on_kept(graph: ChannelGraph, work: nn.Module, keep: torch.Tensor) -> nn.Module:
+    "`work` with every operation over channels that loses some computed on the kept ones only (a graph module then)."
+    todo = []
+    for node, dims in graph.setwise.items():
+        kx, d = keep[graph.ids[node_input(node)]], dims[0]
+        for i in range(kx.dim()): kx = kx if i == d else kx.narrow(i, 0, 1)
+        if not kx.all(): todo.append((node, d, kx.reshape(-1)))
+    if not todo: return work
+    new_graph, val_map = fx.Graph(), {}
+    new_graph.output(new_graph.graph_copy(graph.gm.graph, val_map))
+    gm = fx.GraphModule(work, new_graph, 'Masked' + type(work).__name__)
+    for j, (node, d, kx) in enumerate(todo):
+        m = work.get_submodule(node.target) if node.op == 'call_module' else node.target
+        groups = int(kx.view(m.num_groups, -1).any(1).sum()) if isinstance(m, nn.GroupNorm) else None
+        gm.add_submodule(f'prunebook_kept_{j}', OnKept(m, d, kx.nonzero().flatten(), groups, graph.kind.get(node) == 'reduce'))
+        old = val_map[node]
+        with gm.graph.inserting_before(old): new = gm.graph.call_module(f'prunebook_kept_{j}', old.args, old.kwargs)
+        old.replace_all_uses_with(new); gm.graph.erase_node(old)
+    gm.recompile()
+    return gm
 
 def mask_channels(model: nn.Module, # the network the groups were traced from (copied unless `inplace`)
 
@@ -363,10 +292,10 @@ def mask_channels(model: nn.Module, # the network the groups were traced from (c
                   inplace: bool = False # zero `model`'s own weights
 
                  ) -> nn.Module:
-    "The reference for `remove_channels`: same shapes, dropped channels zeroed wherever a layer consumes them."
-    graph, drop = _normalize_drop(groups, drop)
-    _check_same_model(graph, model, 'mask_channels')
-    keep = _keep_ids(graph, drop)
+    "The reference for `remove_channels`: same shapes, dropped channels zeroed where consumed, operations over channels on the kept ones."
+    graph, drop = normalize_drop(groups, drop)
+    check_same_model(graph, model, 'mask_channels')
+    keep = keep_ids(graph, drop)
     work = model if inplace else copy.deepcopy(model)
     with torch.no_grad():
         for (name, role), ids in graph.records.items():
@@ -379,7 +308,7 @@ def mask_channels(model: nn.Module, # the network the groups were traced from (c
                 per_col, per_row = W.shape[1], m.out_channels // m.groups
                 for c in cols.tolist(): W[c // per_col * per_row:(c // per_col + 1) * per_row, c % per_col] = 0
             else: W[:, cols] = 0
-    return work
+    return _on_kept(graph, work, keep)
 
 # %% ../nbs/04_surgery.ipynb #c211bd22
 def _build(arch) -> nn.Module:

@@ -11,7 +11,7 @@ from fastcore.basics import patch
 from .core import default_device, measuring
 from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
-from .surgery import choose_channels, l1_scores, remove_channels, _normalize_drop, _check_same_model
+from .surgery import choose_channels, l1_scores, remove_channels, normalize_drop, check_same_model
 from .models import train
 from .allocation import RULES, allocate
 
@@ -194,8 +194,8 @@ def report(self: TPPRegularizer) -> list[dict]:
 @patch(cls_method=True)
 def from_groups(cls: TPPRegularizer, model: nn.Module, groups: Sequence[ChannelGroup], drop: Mapping, **kwargs) -> TPPRegularizer:
     "The regularizer for removing `drop` = {group or group index: channels} (as for `remove_channels`); `kwargs` go to `TPPRegularizer`."
-    graph, drop = _normalize_drop(groups, drop)
-    _check_same_model(graph, model, 'TPPRegularizer.from_groups')
+    graph, drop = normalize_drop(groups, drop)
+    check_same_model(graph, model, 'TPPRegularizer.from_groups')
     pruned, norms, units = {}, {}, []
     for g, idxs in drop.items():
         unit = []

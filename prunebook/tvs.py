@@ -258,7 +258,6 @@ def itertvsprune(model: nn.Module, # the trained network (not modified)
     "Apply `tvsprune` repeatedly, re-collecting statistics, until `target_acc` (held-out) or `sparsity` is reached."
     if sparsity is None and target_acc is None: raise ValueError('itertvsprune: give `target_acc`, `sparsity` or both')
     if target_acc is not None and heldout is None: raise ValueError('itertvsprune: `target_acc` needs `heldout` data')
-    if allocation != 'paper' and sparsity is None: raise ValueError(f'itertvsprune: allocation={allocation!r} needs `sparsity` milestones')
     milestones = sorted([sparsity] if isinstance(sparsity, (int, float)) else list(sparsity or []))
     base = count_params(model)
     acc = lambda m: evaluate(m, batches(heldout, batch_size=batch_size), device) if heldout is not None else None

@@ -1,5 +1,5 @@
 "Coverage: every prunable group of each architecture can lose 30% of its channels, and removal equals masking."
-import pytest, torch, torch.nn as nn, torchvision
+import pytest, torch, torch.nn as nn, torch.nn.functional as F, torchvision
 from prunebook.core import count_macs, count_params
 from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels, mask_channels, random_drop
@@ -46,3 +46,33 @@ def test_prune_30_percent(name):
     assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
     assert count_params(pruned) < count_params(model)
     assert count_macs(pruned, x[:1]) < count_macs(model, x[:1])
+
+
+# timm's test models: tiny versions of its families (seconds), the fast part of tests/test_timm_coverage.py
+TIMM_SMALL = ['test_efficientnet_gn', 'test_convnext', 'test_nfnet']
+
+@pytest.mark.parametrize('name', TIMM_SMALL)
+def test_timm_small(name):
+    timm_cov = pytest.importorskip('test_timm_coverage', reason='tests/ is not on sys.path')
+    pytest.importorskip('timm')
+    model, x = timm_cov.build(name)
+    assert timm_cov.prunes_exactly_or_refuses(model, x, name), f'{name}: no prunable group'
+
+class WSConv2d(nn.Conv2d):
+    "A convolution standardizing its weight, with a learned gain per output channel (as NFNets do)."
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw); self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.)
+        return F.conv2d(x, w.reshape_as(self.weight) * self.gain, self.bias, self.stride, self.padding)
+
+def test_never_a_broken_model():
+    "A layer with a per-channel parameter the graph has no rule for: its channels are refused, the rest prunes exactly."
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), WSConv2d(8, 6, 3), nn.ReLU(),
+                                       nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    x = torch.randn(2, 3, 12, 12)
+    groups = channel_groups(model, x)
+    assert [g.prunable for g in groups] == [False, True, False]         # conv 0 feeds the WS convolution: refused
+    assert "in '3' (WSConv2d)" in groups[0].reason, groups[0].reason
+    drop = random_drop(groups, 0.5)
+    with torch.no_grad(): assert torch.allclose(remove_channels(model, groups, drop)(x), mask_channels(model, groups, drop)(x), atol=1e-6)

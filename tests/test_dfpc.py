@@ -170,7 +170,7 @@ def test_errors():
     with pytest.raises(ValueError, match="score='l2'"): dfpc_prune(net, x, 0.5, score='l2')
     with pytest.raises(ValueError, match="allocation='best'"): dfpc_prune(net, x, 0.5, allocation='best')
     with pytest.raises(ValueError, match="pairs='names'"): dfpc_saliency(net, x, pairs='names')
-    with pytest.raises(ValueError, match='not traced from `model`'): dfpc_saliency(cifar_resnet(14), x, gs)
+    with pytest.raises(ValueError, match='not the model the groups were traced from'): dfpc_saliency(cifar_resnet(14), x, gs)
     bad = {g: torch.full((len(g),), float('nan')) for g in gs if g.prunable}
     with pytest.raises(ValueError, match='NaN'): removal_order(bad)
     with pytest.raises(ValueError, match='running statistics'):

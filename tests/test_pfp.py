@@ -1,5 +1,5 @@
 "Tests of prunebook.pfp: exact sensitivities, the (1 ± ε) guarantee at small ε and δ, coupled groups, allocation, pruning."
-import copy, os
+import copy
 from collections import OrderedDict
 import pytest, torch, torch.nn as nn, torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -8,9 +8,9 @@ from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels, mask_channels
 from prunebook.models import cifar_resnet, lenet5, lenet300_100, train
 from prunebook.data import dataloader
-from prunebook.pfp import (layer_sensitivity, reference_sensitivity, pfp_sensitivities, group_sensitivity, sample_size,
-                           sample_channels, reweighting, empirical_coverage, expected_unique, adapt_sample_size, ParamModel,
-                           pfp_prune, _scale_columns, split_signs, default_points)
+from prunebook.sensitivity import layer_sensitivity, reference_sensitivity, pfp_sensitivities
+from prunebook.pfp import (group_sensitivity, sample_size, sample_channels, reweighting, empirical_coverage, expected_unique,
+                           adapt_sample_size, ParamModel, pfp_prune, _scale_columns, default_points)
 
 
 @pytest.fixture(autouse=True)
@@ -273,11 +273,23 @@ def test_iterative_and_finetune_hook():
     targets = [h['target'] for h in out.pfp_history]
     assert targets == sorted(targets, reverse=True) and abs(targets[-1] - 0.5 * count_params(net)) <= 1
 
+@pytest.mark.parametrize('rule', ['uniform', 'normalized', 'cost'])
+def test_shared_allocation_hits_target(rule):
+    "PFP's sensitivities allocated by a shared rule: the parameter target is met and every group keeps channels."
+    torch.manual_seed(0)
+    net, x = cifar_resnet(8).eval(), torch.rand(12, 3, 32, 32)
+    out = pfp_prune(net, [x], prune_ratio=0.5, n_points=12, allocation=rule)
+    h = out.pfp_history[-1]
+    assert h['allocation'] == rule and h['eps'] is None and h['params'] == count_params(out)
+    assert abs(count_params(out) - 0.5 * count_params(net)) < 0.02 * count_params(net)
+    assert all(0 < kept for kept, _ in h['kept'].values())
+
 
 def test_errors():
     net, x = lenet300_100(), [torch.rand(4, 1, 28, 28)]
     for kw, msg in ((dict(prune_ratio=1.0), 'prune_ratio'), (dict(prune_ratio=-0.1), 'prune_ratio'), (dict(delta=1.0), 'delta'),
-                    (dict(variant='x'), 'variant'), (dict(iterative_steps=0), 'iterative_steps')):
+                    (dict(variant='x'), 'variant'), (dict(iterative_steps=0), 'iterative_steps'),
+                    (dict(allocation='best'), 'allocation'), (dict(allocation='normalized', variant='randomized'), "variant='deterministic'")):
         with pytest.raises(ValueError, match=msg): pfp_prune(net, x, **kw)
     with pytest.raises(ValueError, match='no inputs'): pfp_sensitivities(net, [], ['fc2'], 4)
     with pytest.raises(KeyError, match='fc9'): pfp_sensitivities(net, x, ['fc9'], 4)

@@ -6,8 +6,8 @@ import torch, torch.nn as nn
 from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from scipy import integrate
 from prunebook.pqi import (pqi, pq_index, gaussian_pqi, uniform_pqi, retained_bound, prune_count, tail_ratio, sap_masks,
-                           sap_prune, one_shot_prune, prunable_weights, structured_drop, sap_scores, three_phases,
-                           train_masked)
+                           prunable_weights, three_phases)
+from prunebook.sap import sap_prune, one_shot_prune, structured_drop, sap_scores, train_masked
 from prunebook.data import TensorLoader, random_crop_flip
 from prunebook.graph import channel_groups
 from prunebook.models import cifar_resnet
@@ -293,7 +293,7 @@ def test_rewind_restores_initial_values_of_survivors():
     init = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
     tr, va = _toy()
     seen = []
-    import prunebook.pqi as P
+    import prunebook.sap as P
     original = P.train_masked
     def spy(model, loader, epochs, masks, *a, **k):
         seen.append({n: w.detach().clone() for n, w in prunable_weights(model).items()})

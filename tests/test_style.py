@@ -38,3 +38,9 @@ def exported_cells(nb: Path):
 def test_exported_cell_size(nb):
     long = [(first, n) for first, n in exported_cells(nb) if n > MAX_CELL_LINES]
     assert not long, f'{nb.name}: exported cells over {MAX_CELL_LINES} lines (one idea per cell): {long}'
+
+def test_sidebar_lists_every_notebook():
+    "A new notebook is reachable from the docs site's sidebar."
+    listed = set(re.findall(r'([\w]+\.ipynb)', (ROOT / 'nbs' / 'sidebar.yml').read_text()))
+    missing = sorted(p.name for p in (ROOT / 'nbs').glob('*.ipynb') if p.name not in listed)
+    assert not missing, f'nbs/sidebar.yml does not list {missing}'

@@ -180,8 +180,13 @@ def test_tpp_prune_end_to_end():
     assert p2 is not model
 
 
-def test_jacobian_singular_values_linear():
+def test_shared_allocation():
+    "TPP's L1 scores allocated by a shared rule: the ratio is of all selected channels, every layer keeps its floor."
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3))
-    s = jacobian_singular_values(net, torch.randn(5, 6))
-    torch.testing.assert_close(s, torch.linalg.svdvals(net[1].weight @ net[0].weight).detach().expand(5, 3), rtol=1e-5, atol=1e-6)
+    data = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    model = small_cnn()
+    p = tpp_prune(model, data, 0.5, ramp_iters=2, interval=1, stabilize_iters=1, ft_epochs=0, device='cpu', progress=False,
+                  allocation='uniform')
+    assert p.tpp['layers'] == {'0': (8, 4), '3': (8, 4)}
+    with pytest.raises(ValueError, match="allocation='best'"): tpp_prune(model, data, 0.5, allocation='best', progress=False)
+    with pytest.raises(ValueError, match='one float prune_ratio'): tpp_prune(model, data, {'0': 0.5}, allocation='uniform', progress=False)

@@ -2,10 +2,10 @@
 import math
 import pytest, torch, torch.nn as nn
 from hypothesis import given, settings, strategies as st
-from prunebook.tvbounds import (bhattacharyya_diag, bhattacharyya_iso, bhattacharyya_full, hellinger_sq, tv_bounds,
+from prunebook.tvbounds import (bhattacharyya_diag, bhattacharyya_full, hellinger_sq, tv_bounds,
                                 tv_equal_cov, tv_monte_carlo, diag_gaussian, pairwise_bhattacharyya, class_pairs, moments_of)
 from prunebook.tvs import (tvsprune, itertvsprune, threshold_drop, plan_sparsity, group_scores, collect_stats, tvs_scores,
-                           score_groups, select_groups, feature_module, per_sample_stats, filter_scores)
+                           select_groups, feature_module, per_sample_stats, filter_scores)
 from prunebook.allocation import RULES
 from prunebook.ldiff import ldiff, spearman
 from prunebook.graph import channel_groups
