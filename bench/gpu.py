@@ -104,7 +104,7 @@ if __name__ == '__main__':
         if part in res: continue
         if part == 'tests': res[part] = run_tests(args.smoke)
         elif part == 'latency':
-            res[part] = (latency_rows('resnet18', 64, (1, 2), 2, device) if args.smoke else
+            res[part] = (latency_rows('resnet18', 32, (1, 2), 2, device) if args.smoke else
                          [r for n in ('resnet50', 'mobilenet_v2') for r in latency_rows(n, 224, (1, 64), 50, device)])
         else: res[part] = notebook_times(args.smoke)
         cache.write_text(json.dumps(res, indent=1))

@@ -92,8 +92,8 @@ def check_prunebook(model: nn.Module, x: torch.Tensor) -> dict:
     except Exception as e: return dict(prunebook=f'failed: channel_groups: {type(e).__name__}: {e}'[:160])
     ok = [g for g in groups if g.prunable]
     if not ok:
-        why = Counter(g.reason for g in groups).most_common(2)
-        return dict(prunebook=f'refused: {why[0][0]}'[:160], prunebook_groups=f'0/{len(groups)}')
+        why = Counter(w for _, w in groups[0].graph.blocked if w not in ('network input', 'network output')).most_common(1)
+        return dict(prunebook=f'refused: {why[0][0] if why else groups[0].reason}'[:160], prunebook_groups=f'0/{len(groups)}')
     drop = random_drop(groups, 0.3, seed=1)
     try: pruned = remove_channels(model, groups, drop)
     except Exception as e: return dict(prunebook=f'failed: remove_channels: {type(e).__name__}: {e}'[:160])
@@ -122,13 +122,15 @@ def check_tp(model: nn.Module, x: torch.Tensor) -> dict:
 TORCHVISION = ['resnet18', 'resnet50', 'wide_resnet50_2', 'resnext50_32x4d', 'mobilenet_v2', 'mobilenet_v3_small',
                'efficientnet_b0', 'densenet121', 'vgg11_bn', 'googlenet', 'regnet_x_400mf', 'shufflenet_v2_x0_5',
                'squeezenet1_1', 'convnext_tiny']
-TIMM = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto', 'mobilevitv2_050',
-        'edgenext_xx_small', 'coatnet_nano_rw_224', 'maxvit_pico_rw_256', 'fastvit_t8', 'levit_128s', 'poolformerv2_s12',
-        'efficientformerv2_s0', 'efficientvit_b0', 'efficientvit_m0', 'tiny_vit_5m_224', 'pvt_v2_b0', 'botnet26t_256',
-        'halonet26t', 'inception_next_tiny', 'starnet_s1', 'mobilenetv4_hybrid_medium', 'efficientnet_b0',
-        'mobilenetv3_small_050', 'mobilenetv4_conv_small', 'regnety_002', 'rexnet_100', 'ghostnet_100', 'ghostnetv2_100',
-        'dla34', 'hrnet_w18_small', 'cspresnet50', 'dpn68', 'resnest14d', 'skresnet18', 'ese_vovnet19b_dw', 'tinynet_e',
-        'lcnet_050', 'gernet_s', 'repvgg_a0', 'mobileone_s0', 'repvit_m0_9', 'repghostnet_050', 'fbnetv3_b', 'hgnetv2_b0']
+TIMM = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto',
+        'mobilevitv2_050', 'edgenext_xx_small', 'tinynet_e', 'mobilenetv3_small_050', 'regnety_002',
+        'fastvit_t8', 'repvgg_a0', 'poolformerv2_s12', 'lcnet_050', 'efficientvit_m0', 'efficientvit_b0',
+        'efficientnet_b0', 'levit_128s', 'efficientformerv2_s0', 'rexnet_100', 'skresnet18', 'resnest14d',
+        'ese_vovnet19b_dw', 'mobileone_s0', 'repghostnet_050', 'starnet_s1', 'inception_next_tiny',
+        'tiny_vit_5m_224', 'pvt_v2_b0', 'botnet26t_256', 'halonet26t', 'mobilenetv4_conv_small',
+        'mobilenetv4_hybrid_medium', 'ghostnet_100', 'ghostnetv2_100', 'gernet_s', 'repvit_m0_9',
+        'fbnetv3_b', 'hgnetv2_b0', 'dla34', 'cspresnet50', 'hrnet_w18_small', 'dpn68', 'coatnet_nano_rw_224',
+        'maxvit_pico_rw_256']
 
 def timm_model(name: str) -> tuple[nn.Module, torch.Tensor]:
     "A timm model with random weights and its smallest input among 64, 96, 128 px that runs (else its default size)."
@@ -184,7 +186,8 @@ def markdown(data: dict) -> str:
                                 '30% of every prunable group)')):
         rows = data.get(key) or []
         if not rows: continue
-        md += ['', f'## {title}', '', f"prunebook: {tally(rows, 'prunebook')}. Torch-Pruning 1.6.1: {tally(rows, 'torch_pruning')}.",
+        md += ['', f'## {title}', '', f"prunebook: {tally(rows, 'prunebook')}. Torch-Pruning 1.6.1: {tally(rows, 'torch_pruning')}."
+               + (f" {data[key + '_note']}" if data.get(key + '_note') else ''),
                '', '| model | input | prunebook | prunable groups | params ratio | Torch-Pruning 1.6.1 | params ratio |',
                '|---|---|---|---|---|---|---|']
         md += [f"| {r['model']} | {r.get('input', '')} | {r['prunebook']} | {r.get('prunebook_groups', '')} | "

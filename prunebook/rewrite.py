@@ -39,14 +39,14 @@ class _Fresh:
 class ChannelGather(nn.Module):
     "Assemble a tensor from entries of its sources by index: what surgery puts where forward code hard-codes channels."
     def __init__(self, index: torch.Tensor, # per sample: positions in the concatenated flattened sources (last: a zero)
-                 rows: Sequence[int]): # each source's first dimension for one sample (batch may be folded in)
+                 rows: Sequence[int]): # each source's first dimension for one sample (batch may be folded in; 0: a parameter)
         super().__init__()
         self.register_buffer('index', index)
         self.rows = list(rows)
 
     def gather(self, sources: Sequence[torch.Tensor], fill=0) -> torch.Tensor:
         "The gathered tensor, with `fill` at the constant entries."
-        n = sources[0].shape[0] // self.rows[0]
+        n = next((s.shape[0] // r for s, r in zip(sources, self.rows) if r), 1)   # parameters (rows 0) have no batch
         flat = torch.cat([s.reshape(n, -1) for s in sources] + [sources[0].new_full((n, 1), fill)], 1)
         return flat[:, self.index.reshape(-1)].reshape(-1, *self.index.shape[1:])
 
@@ -163,7 +163,8 @@ def _gather_for(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor) -> tuple
         index[inside] = offset + (torch.cumsum(kept.long(), 0) - 1)[flat[inside] - start]
         offset += int(kept.sum()); sources.append(src)
     index[flat < 0] = offset
-    return sources, ChannelGather(index.view(sel.shape), [graph.ids[s].shape[0] for s in sources])
+    rows = [0 if graph.kind.get(s) == 'param' else graph.ids[s].shape[0] for s in sources]
+    return sources, ChannelGather(index.view(sel.shape), rows)
 
 def rewrite_model(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor, rewrites: list, name: str) -> fx.GraphModule:
     "A graph module running `model`'s layers, with each node in `rewrites` replaced by a `ChannelGather`."

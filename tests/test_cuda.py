@@ -9,6 +9,7 @@ from prunebook.core import measure_latency
 from prunebook.data import preload, synthetic, TensorLoader
 from prunebook.dfpc import dfpc_prune, dfpc_scores
 from prunebook.graph import channel_groups
+from prunebook.models import cifar_resnet
 from prunebook.pfp import pfp_prune
 from prunebook.sap import structured_drop
 from prunebook.surgery import load_pruned, mask_channels, prune_uniform, remove_channels, save_pruned
@@ -58,7 +59,7 @@ def test_pfp(net):
 def test_sap_structured(net):
     m, (x, _) = net
     drops = [structured_drop(on(d, m), channel_groups(on(d, m), x[:1].to(d)))[0] for d in ('cpu', 'cuda')]
-    assert {g.idx: sorted(map(int, v)) for g, v in drops[0].items()} == {g.idx: sorted(map(int, v)) for g, v in drops[1].items()}
+    assert {k: sorted(map(int, v)) for k, v in drops[0].items()} == {k: sorted(map(int, v)) for k, v in drops[1].items()}
 
 def test_tpp(net):
     "TPP chooses its channels by L1 before training: the same ones on both devices; its few training steps run on CUDA."
@@ -79,11 +80,11 @@ def test_surgery_equals_masking_on_cuda(net):
 def test_measure_latency_on_cuda(net):
     m, (x, _) = net
     t = measure_latency(m, x[:32], 'cuda', warmup=2, iters=5)
-    assert 0 < t < 1 and next(m.parameters()).device.type == 'cpu'   # measured there, given back where it was
+    assert t > 0 and next(m.parameters()).device.type == 'cpu'   # measured there (synchronized), given back where it was
 
 def test_saved_on_gpu_loads_on_cpu(net, tmp_path):
     m, (x, _) = net
     pruned = prune_uniform(on('cuda', m), x[:1].cuda(), 0.5, 'l1')
     save_pruned(pruned, tmp_path / 'p.pt')
-    back = load_pruned(tmp_path / 'p.pt', map_location='cpu')
+    back = load_pruned(tmp_path / 'p.pt', lambda: cifar_resnet(20), map_location='cpu')
     with torch.no_grad(): torch.testing.assert_close(back(x[:8]), pruned(x[:8].cuda()).cpu(), rtol=1e-4, atol=1e-4)

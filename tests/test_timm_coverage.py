@@ -9,13 +9,15 @@ from prunebook.surgery import remove_channels, mask_channels, random_drop
 
 timm = pytest.importorskip('timm')
 
-MODELS = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto', 'mobilevitv2_050',
-          'edgenext_xx_small', 'coatnet_nano_rw_224', 'maxvit_pico_rw_256', 'fastvit_t8', 'levit_128s', 'poolformerv2_s12',
-          'efficientformerv2_s0', 'efficientvit_b0', 'efficientvit_m0', 'tiny_vit_5m_224', 'pvt_v2_b0', 'botnet26t_256',
-          'halonet26t', 'inception_next_tiny', 'starnet_s1', 'mobilenetv4_hybrid_medium', 'efficientnet_b0',
-          'mobilenetv3_small_050', 'mobilenetv4_conv_small', 'regnety_002', 'rexnet_100', 'ghostnet_100', 'ghostnetv2_100',
-          'dla34', 'hrnet_w18_small', 'cspresnet50', 'dpn68', 'resnest14d', 'skresnet18', 'ese_vovnet19b_dw', 'tinynet_e',
-          'lcnet_050', 'gernet_s', 'repvgg_a0', 'mobileone_s0', 'repvit_m0_9', 'repghostnet_050', 'fbnetv3_b', 'hgnetv2_b0']
+MODELS = ['resnet50_gn', 'resnetv2_50x1_bit', 'nf_resnet26', 'convnext_atto', 'convnextv2_atto',
+          'mobilevitv2_050', 'edgenext_xx_small', 'tinynet_e', 'mobilenetv3_small_050', 'regnety_002',
+          'fastvit_t8', 'repvgg_a0', 'poolformerv2_s12', 'lcnet_050', 'efficientvit_m0', 'efficientvit_b0',
+          'efficientnet_b0', 'levit_128s', 'efficientformerv2_s0', 'rexnet_100', 'skresnet18', 'resnest14d',
+          'ese_vovnet19b_dw', 'mobileone_s0', 'repghostnet_050', 'starnet_s1', 'inception_next_tiny',
+          'tiny_vit_5m_224', 'pvt_v2_b0', 'botnet26t_256', 'halonet26t', 'mobilenetv4_conv_small',
+          'mobilenetv4_hybrid_medium', 'ghostnet_100', 'ghostnetv2_100', 'gernet_s', 'repvit_m0_9',
+          'fbnetv3_b', 'hgnetv2_b0', 'dla34', 'cspresnet50', 'hrnet_w18_small', 'dpn68', 'coatnet_nano_rw_224',
+          'maxvit_pico_rw_256']
 GROUPNORM = {'resnet50_gn', 'resnetv2_50x1_bit'}
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
