@@ -80,9 +80,6 @@ def trace(model: nn.Module, # the network
     gm.graph.eliminate_dead_code()
     return gm, tracer.untraceable
 
-# %% ../nbs/03_graph.ipynb #abe0dc82
-_first_input, _arg, _varies, _compress, _tensors = node_input, node_arg, varies, compress, tensors   # old names, kept for now
-
 # %% ../nbs/03_graph.ipynb #d9a82d16
 class ChannelGraph:
     "The channel structure of `model`, traced on `example_inputs`: which channels of which layers are tied together."

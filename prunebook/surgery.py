@@ -195,7 +195,6 @@ def check_runs(model: nn.Module, # a pruned network
         for h in hooks: h.remove()
         for m, t in modes.items(): m.train(t)
 
-_normalize_drop, _keep_ids, _check_same_model = normalize_drop, keep_ids, check_same_model   # old names, kept for now
 
 # %% ../nbs/04_surgery.ipynb #5b1e0002
 def remove_channels(model: nn.Module, # the network the groups were traced from (copied unless `inplace`)

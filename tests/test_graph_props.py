@@ -1,6 +1,5 @@
 "Property tests: on randomly generated residual / concatenation / split networks, removing channels equals masking them."
-import random
-import pytest, torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn as nn, torch.nn.functional as F
 from hypothesis import given, settings, strategies as st, HealthCheck
 from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels, mask_channels, random_drop
