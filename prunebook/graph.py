@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import matplotlib.pyplot as plt
 import torch, torch.nn as nn, torch.fx as fx
 from fastcore.basics import patch
-from .rules import RULES, layer_rule, kind_of, opaque, unsliced, varies, compress, tensors, node_input, node_arg
+from .rules import RULES, layer_rule, kind_of, opaque, unsliced, varies, compress, tensors, node_input
 from .rules import MODULE_RULES, LayerRule, register_rule, register_module, describe, pad_args  # noqa: F401 (re-exported)
 
 # %% auto #0
