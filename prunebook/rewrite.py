@@ -9,7 +9,8 @@ from typing import Callable, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
 from torch.fx.node import map_aggregate
 from fastcore.basics import patch
-from .graph import ChannelGraph, register_module, pad_args, node_input, node_arg
+from .graph import ChannelGraph
+from .rules import register_module, pad_args, node_input, node_arg
 
 # %% auto #0
 __all__ = ['block_index', 'take_block', 'ChannelGather', 'gather_rule', 'pad_positions', 'find_rewrites', 'rewrite_model']
