@@ -105,7 +105,8 @@ def positions(self: ChannelGraph) -> dict:
         if node not in self.ids: continue
         if _moves(self, node): pos[node] = _move(self, node, lambda a: self._mat(pos, a), other)
         else: pos[node] = map_aggregate(self.ids[node], fresh)
-    self._pos = pos
+    self._pos = pos    # and the fresh ranges, found here: a notebook re-running this cell redefines `_Fresh`
+    self._fresh = sorted((p.start, p.start + p.shape.numel(), n) for n, p in pos.items() if isinstance(p, _Fresh))
     return pos
 
 # %% ../nbs/04a_rewrite.ipynb #d6bbfdd5
@@ -153,7 +154,8 @@ def find_rewrites(graph: ChannelGraph, # the traced graph
 def _gather_for(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor) -> tuple[list[fx.Node], ChannelGather]:
     "A `ChannelGather` computing `node`'s pruned output from its (pruned) sources."
     sel = _expected(graph, node, keep)
-    fresh = sorted((p.start, p.start + p.shape.numel(), n) for n, p in graph.positions().items() if isinstance(p, _Fresh))
+    graph.positions()
+    fresh = graph._fresh               # (start, end, node) of every source of positions
     flat, index, offset = sel.reshape(-1), torch.full((sel.numel(),), -1), 0
     hit = torch.searchsorted(torch.tensor([s for s, _, _ in fresh]), flat[flat >= 0], right=True) - 1
     sources = []
