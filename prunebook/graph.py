@@ -91,7 +91,7 @@ class ChannelGraph:
         self.gm, self.untraceable = trace(model)
         self.modules = dict(self.gm.named_modules())
         self.uf, self.blocked = UnionFind(), []
-        self.vals, self.meta, self.ids, self.kind, self._pos = {}, {}, {}, {}, None
+        self.vals, self.meta, self.ids, self.kind = {}, {}, {}, {}
         self.records, self.constraints, self.params = {}, [], {}   # module roles, balanced parts, traced parameters
         self.setwise, self.layout, self.resizes = {}, {}, []         # see the rules notebook
         self.cache = {}                                              # what other modules derive from the graph

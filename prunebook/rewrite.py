@@ -8,12 +8,12 @@ import itertools
 from typing import Callable, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
 from torch.fx.node import map_aggregate
-from fastcore.basics import patch
 from .graph import ChannelGraph
 from .rules import register_module, pad_args, node_input, node_arg
 
 # %% auto #0
-__all__ = ['block_index', 'take_block', 'ChannelGather', 'gather_rule', 'pad_positions', 'find_rewrites', 'rewrite_model']
+__all__ = ['block_index', 'take_block', 'ChannelGather', 'gather_rule', 'pad_positions', 'positions', 'find_rewrites',
+           'rewrite_model']
 
 # %% ../nbs/04a_rewrite.ipynb #c744f161
 def block_index(mask: torch.Tensor) -> list[torch.Tensor] | None:
@@ -85,29 +85,27 @@ def pad_positions(graph: ChannelGraph, # the graph holding `node`
     pad, mode = pad_args(graph, node, lambda a: fx.node.map_arg(a, other))
     return F.pad(x, pad, value=-1) if mode == 'constant' else F.pad(x.double(), pad, mode=mode).long()
 
-@patch
-def _mat(self: ChannelGraph, pos: dict, n: fx.Node):
+def _mat(graph: ChannelGraph, pos: dict, n: fx.Node):
     "Materialized positions of node `n` (its plain value if it has none)."
-    if n not in pos: return self.meta.get(n)
+    if n not in pos: return graph.meta.get(n)
     return map_aggregate(pos[n], lambda p: p.tensor() if isinstance(p, _Fresh) else p)
 
-@patch
-def positions(self: ChannelGraph) -> dict:
+def positions(graph: ChannelGraph # a traced graph
+             ) -> dict:
     "For every node, where each entry of its output comes from (computed once, on demand)."
-    if self._pos is not None: return self._pos
+    if 'positions' in graph.cache: return graph.cache['positions']
     pos, n = {}, 0
-    other = lambda a: self.meta[a] if a in self.meta else self.ids.get(a)
+    other = lambda a: graph.meta[a] if a in graph.meta else graph.ids.get(a)
     def fresh(t):
         nonlocal n
         if not isinstance(t, torch.Tensor): return t
         p = _Fresh(n, t.shape); n += t.numel(); return p
-    for node in self.gm.graph.nodes:
-        if node not in self.ids: continue
-        if _moves(self, node): pos[node] = _move(self, node, lambda a: self._mat(pos, a), other)
-        else: pos[node] = map_aggregate(self.ids[node], fresh)
-    self._pos = pos    # and the fresh ranges, found here: a notebook re-running this cell redefines `_Fresh`
-    self._fresh = sorted((p.start, p.start + p.shape.numel(), n) for n, p in pos.items() if isinstance(p, _Fresh))
-    return pos
+    for node in graph.gm.graph.nodes:
+        if node not in graph.ids: continue
+        if _moves(graph, node): pos[node] = _move(graph, node, lambda a: _mat(graph, pos, a), other)
+        else: pos[node] = map_aggregate(graph.ids[node], fresh)
+    graph.cache['positions'] = pos    # plain functions, not methods patched onto ChannelGraph: a notebook re-running
+    return pos                        # this cell then changes nothing for the library's own graphs
 
 # %% ../nbs/04a_rewrite.ipynb #d6bbfdd5
 _INVALID = object()
@@ -119,7 +117,7 @@ def _expected(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor):
         idx = block_index(keep[ids])
         return None if idx is None else take_block(pos, idx)
     def pair(a, b): return type(a)(pair(x, y) for x, y in zip(a, b)) if isinstance(a, (tuple, list)) else f(a, b)
-    return pair(graph._mat(graph.positions(), node), graph.ids[node])
+    return pair(_mat(graph, positions(graph), node), graph.ids[node])
 
 def find_rewrites(graph: ChannelGraph, # the traced graph
 
@@ -154,8 +152,7 @@ def find_rewrites(graph: ChannelGraph, # the traced graph
 def _gather_for(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor) -> tuple[list[fx.Node], ChannelGather]:
     "A `ChannelGather` computing `node`'s pruned output from its (pruned) sources."
     sel = _expected(graph, node, keep)
-    graph.positions()
-    fresh = graph._fresh               # (start, end, node) of every source of positions
+    fresh = sorted((p.start, p.start + p.shape.numel(), n) for n, p in positions(graph).items() if isinstance(p, _Fresh))
     flat, index, offset = sel.reshape(-1), torch.full((sel.numel(),), -1), 0
     hit = torch.searchsorted(torch.tensor([s for s, _, _ in fresh]), flat[flat >= 0], right=True) - 1
     sources = []
