@@ -63,7 +63,8 @@ def train_demo_model(epochs: int = 8, # passes over the synthetic training image
     return train(cifar_resnet(20), dl, epochs, lr=0.1, device=device, progress=progress).eval().cpu()
 
 def demo_test_loader(n_per_class: int = 100, # synthetic test images per class
-                     seed: int = 0) -> DataLoader:
+                     seed: int = 0, # the images' seed (test images differ from the training ones)
+                    ) -> DataLoader:
     "The synthetic test images the demo reports accuracy on (never seen in training)."
     return dataloader(synthetic('test', n_per_class, seed), 250)
 
@@ -187,7 +188,8 @@ def check_model_data(model: str, # a name from `MODELS` or a file
 
 # %% ../nbs/99_cli.ipynb #b302a555
 def demo_task(n_test: int = 50, # synthetic test images per class
-              seed: int = 0) -> Task:
+              seed: int = 0, # seeds the images and the fine-tuning order
+             ) -> Task:
     "The demo's trained ResNet-20 on the synthetic shapes as a `Task` (no training, no download)."
     calib, val = preload(synthetic('train', 20, seed + 2)), preload(synthetic('train', 20, seed + 3))
     tune = TensorLoader(*preload(synthetic('train', 100, seed + 1)), 64, shuffle=True, seed=seed, augment=True)

@@ -71,7 +71,7 @@ def cifar_task(depth: int = 20, # CIFAR ResNet depth: 20, 32, 44 or 56 (the publ
                seed: int = 0, # seeds the draws
                **protocol, # changes to `models.FINETUNE` (e.g. `iters`)
               ) -> Task:
-    "The published ResNet-`depth` on exact CIFAR-10: scores and choices on 'val', fine-tune on 'train', report on 'test'."
+    "The published ResNet-`depth` on exact CIFAR-10: scores and choices on 'val', fine-tune on 'train' (`models.FINETUNE` with the `protocol` changes), report on 'test'."
     val, train_set, test = cifar10('val'), cifar10('train'), cifar10('test')
     if n_train is not None: train_set = per_class_subset(train_set, n_train, seed)
     if n_test is not None: test = Subset(test, range(min(n_test, len(test))))
@@ -86,7 +86,7 @@ def mnist_task(n_calib: int = 50, # calibration images per class, from MNIST's t
                seed: int = 0, # seeds the subsets
                **protocol, # changes to `models.FINETUNE` (no augmentation: digits are not flipped)
               ) -> Task:
-    "LeNet-5 trained on all of MNIST's training split (`trained_lenet`): calibration and choice images come from it too."
+    "LeNet-5 trained on all of MNIST's training split (`trained_lenet`): calibration and choice images come from it too; fine-tune with `models.FINETUNE` and the `protocol` changes."
     tr, test = mnist('train'), mnist('test')
     if n_test is not None: test = Subset(test, range(min(n_test, len(test))))
     return Task('LeNet-5 / MNIST', trained_lenet('lenet5', progress=False), preload(per_class_subset(tr, n_calib, seed + 1)),

@@ -342,7 +342,7 @@ def finetune(model: nn.Module, # trained in place
              val_loader: Iterable | None = None, # if given, its accuracy at the end goes into `model.history`
              **changes, # fields of `protocol` to change for this call, e.g. `iters=1000`
             ) -> nn.Module:
-    "Fine-tune `model` **in place** with `protocol` on `data`; returns it, its `History` in `model.history` and the protocol in `model.finetuned_with`."
+    "Fine-tune `model` **in place** with `protocol` (its fields overridden by `changes`) on `data`; returns it, its `History` in `model.history` and the protocol in `model.finetuned_with`."
     unknown = set(changes) - {f.name for f in dataclasses.fields(FinetuneProtocol)}
     if unknown: raise TypeError(f'finetune: {sorted(unknown)} are not fields of FinetuneProtocol (the budget is `iters`)')
     p = dataclasses.replace(protocol, **changes)

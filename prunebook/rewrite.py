@@ -54,7 +54,10 @@ class ChannelGather(nn.Module):
     def forward(self, *sources: torch.Tensor) -> torch.Tensor: return self.gather(sources)
     def extra_repr(self) -> str: return f'out_shape={tuple(self.index.shape[1:])}, sources={len(self.rows)}'
 
-def gather_rule(graph: ChannelGraph, node: fx.Node, val) -> torch.Tensor:
+def gather_rule(graph: ChannelGraph, # the graph being built
+                node: fx.Node, # a call of a `ChannelGather` module
+                val, # its traced output value
+               ) -> torch.Tensor:
     "Channel rule for `ChannelGather` (so pruned models can be pruned again): move ids; constants are new channels."
     out = graph.modules[node.target].gather([graph.ids[n] for n in node.all_input_nodes], fill=-1)
     return torch.where(out < 0, graph.fresh(out.shape, 1), out) if (out < 0).any() else out
@@ -166,7 +169,12 @@ def _gather_for(graph: ChannelGraph, node: fx.Node, keep: torch.Tensor) -> tuple
     rows = [0 if graph.kind.get(s) == 'param' else graph.ids[s].shape[0] for s in sources]
     return sources, ChannelGather(index.view(sel.shape), rows)
 
-def rewrite_model(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor, rewrites: list, name: str) -> fx.GraphModule:
+def rewrite_model(graph: ChannelGraph, # the traced graph of `model`
+                  model: nn.Module, # the network whose (sliced) layers the new module runs
+                  keep: torch.Tensor, # for every channel id of `graph`, whether it is kept
+                  rewrites: list, # the nodes to replace, from `find_rewrites`
+                  name: str, # the class name of the new graph module
+                 ) -> fx.GraphModule:
     "A graph module running `model`'s layers, with each node in `rewrites` replaced by a `ChannelGather`."
     new_graph, val_map = fx.Graph(), {}
     new_graph.output(new_graph.graph_copy(graph.gm.graph, val_map))

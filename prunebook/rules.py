@@ -34,7 +34,8 @@ def compress(t: torch.Tensor) -> torch.Tensor:
         if not varies(t, d): t = t.narrow(d, 0, 1)
     return t
 
-def tensors(x) -> list[torch.Tensor]:
+def tensors(x # a tensor, or nested tuples, lists and dicts holding tensors
+           ) -> list[torch.Tensor]:
     "The tensors inside a nested structure."
     out = []
     map_aggregate(x, lambda o: out.append(o) if isinstance(o, torch.Tensor) else None)
@@ -46,7 +47,8 @@ def node_input(node: fx.Node):
 
 def node_arg(node: fx.Node, i: int, # the argument's position
              name: str, # its keyword
-             default=None):
+             default=None, # returned when the argument is absent
+            ):
     "Argument `i` (or keyword `name`) of `node`, as written in the graph."
     return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
 
@@ -94,21 +96,29 @@ def layer_rule(m: nn.Module) -> LayerRule | None:
             return r if c is type(m) or r.subclasses or type(m).forward is c.forward else None
     return None
 
-def kind_of(graph, node: fx.Node) -> str:
+def kind_of(graph, # the `ChannelGraph` holding `node`
+            node: fx.Node, # a traced node
+           ) -> str:
     "The kind of channel rule that applies to `node` ('opaque' when none is registered)."
     if node.op == 'call_module': return getattr(layer_rule(graph.modules[node.target]), 'kind', 'opaque')
     if node.op == 'call_method': return METHOD_KINDS.get(node.target, 'opaque')
     return FUNCTION_KINDS.get(node.target, 'opaque')
 
 # %% ../nbs/03a_rules.ipynb #c0a1e004
-def describe(graph, node: fx.Node) -> str:
+def describe(graph, # the `ChannelGraph` holding `node`
+             node: fx.Node, # a traced node
+            ) -> str:
     "`node` in words, for messages: a module with its path and class, or an operation inside a module."
     if node.op == 'call_module': return f'module {node.target!r} ({type(graph.modules[node.target]).__name__})'
     what = node.target if isinstance(node.target, str) else getattr(node.target, '__name__', str(node.target))
     stack = list((node.meta.get('nn_module_stack') or {}).values())
     return f'operation {what!r}' + (f' in {stack[-1][0]!r} ({stack[-1][1].__name__})' if stack else '')
 
-def opaque(graph, node: fx.Node, val, why: str | None = None):
+def opaque(graph, # the `ChannelGraph` being built
+           node: fx.Node, # the traced node refused
+           val, # the node's traced output value
+           why: str | None = None, # the reason given in the refusal (default: no rule for the op)
+          ):
     "Unknown operations: block every channel they read; their output is one blocked channel."
     why = why or (graph.untraceable.get(node.target) if node.op == 'call_module' else None)
     reason = f'{describe(graph, node)} is not supported' + (f' ({why})' if why else '')
@@ -120,7 +130,10 @@ def opaque(graph, node: fx.Node, val, why: str | None = None):
 
 CASTS = {'to', 'float', 'double', 'half', 'bfloat16', 'type', 'type_as', 'cpu', 'cuda', 'contiguous', 'requires_grad_'}
 
-def movement(graph, node: fx.Node, val):
+def movement(graph, # the `ChannelGraph` being built
+             node: fx.Node, # the traced node the rule handles
+             val, # the node's traced output value
+            ):
     "Data movement (reshape, permute, cat, split, indexing, ...): run the operation itself on the ids; casts keep them."
     if node.target in CASTS: return graph.xids(node)
     out = graph.apply(node, lambda n: graph.ids[n] if n in graph.ids else graph.vals[n], lambda n: graph.vals[n])
@@ -130,7 +143,10 @@ def movement(graph, node: fx.Node, val):
 register_rule('opaque', opaque)
 
 # %% ../nbs/03a_rules.ipynb #c0a1e005
-def elementwise(graph, node: fx.Node, val):
+def elementwise(graph, # the `ChannelGraph` being built
+                node: fx.Node, # the traced node the rule handles
+                val, # the node's traced output value
+               ):
     "Elementwise operations: the channels meeting at each position are one coupled channel."
     if not isinstance(val, torch.Tensor): return opaque(graph, node, val)
     ins = [graph.ids[n] for n in node.all_input_nodes if isinstance(graph.ids.get(n), torch.Tensor)]
@@ -148,7 +164,10 @@ def elementwise(graph, node: fx.Node, val):
     return keep[0]
 
 # %% ../nbs/03a_rules.ipynb #c0a1e006
-def spatial(graph, node: fx.Node, val):
+def spatial(graph, # the `ChannelGraph` being built
+            node: fx.Node, # the traced node the rule handles
+            val, # the node's traced output value
+           ):
     "Pooling and resampling: each output channel comes from the same input channel."
     return graph.broadcast(graph.per_channel(graph.xids(node), 1), val.shape, 1)
 
@@ -157,7 +176,10 @@ def _renumber(graph, t: torch.Tensor) -> torch.Tensor:
     u, inv = torch.unique(t, return_inverse=True)
     return graph.uf.new(len(u))[inv]
 
-def reduction(graph, node: fx.Node, val):
+def reduction(graph, # the `ChannelGraph` being built
+              node: fx.Node, # the traced node the rule handles
+              val, # the node's traced output value
+             ):
     "Reductions (`mean`, `sum`, `norm`, ...): over positions they keep the channels; over channels they make new values."
     x, t = graph.xids(node), node.target
     at = 2 if t in ('norm', torch.norm, torch.linalg.vector_norm) else 1     # norm(x, p, dim, keepdim)
@@ -188,7 +210,10 @@ def _norm_spec(graph, node: fx.Node, x: torch.Tensor) -> tuple[list[int], list, 
     d = getattr(m, 'dim', None) if m is not None else node_arg(node, 2, 'dim', 1) if t is F.normalize else node_arg(node, 1, 'dim')
     return ([d % x.dim()] if isinstance(d, int) else []), [], None, None
 
-def normalizing(graph, node: fx.Node, val):
+def normalizing(graph, # the `ChannelGraph` being built
+                node: fx.Node, # the traced node the rule handles
+                val, # the node's traced output value
+               ):
     "Softmax, LayerNorm, GroupNorm, `F.normalize`: over channels they are computed on the channels that are kept."
     x = graph.xids(node)
     dims, ws, groups, shape = _norm_spec(graph, node, x)
@@ -222,7 +247,10 @@ def _owner_shape(graph, node: fx.Node, x: torch.Tensor, d: int, shape: tuple):
     else: graph.block(x, f'{describe(graph, node)} normalizes over a fixed number of channels that prunebook cannot update')
 
 # %% ../nbs/03a_rules.ipynb #c0a1e008
-def conv(graph, node: fx.Node, val):
+def conv(graph, # the `ChannelGraph` being built
+         node: fx.Node, # the traced node the rule handles
+         val, # the node's traced output value
+        ):
     "Convolutions (any dimension, transposed too): consumer and producer, or a dependent when depthwise."
     m, name = graph.modules[node.target], node.target
     c_in, g = graph.per_channel(graph.xids(node), 1), m.groups
@@ -234,14 +262,20 @@ def conv(graph, node: fx.Node, val):
         if g > 1: graph.constraints += [(name, 'in', c_in, g), (name, 'out', c_out, g)]
     return graph.broadcast(c_out, val.shape, 1)
 
-def linear(graph, node: fx.Node, val):
+def linear(graph, # the `ChannelGraph` being built
+           node: fx.Node, # the traced node the rule handles
+           val, # the node's traced output value
+          ):
     "Linear layers: consume the features of the last dimension, produce new ones."
     m, name = graph.modules[node.target], node.target
     f_in, f_out = graph.per_channel(graph.xids(node), -1), graph.uf.new(m.out_features)
     graph.record(name, 'in', f_in); graph.record(name, 'out', f_out)
     return graph.broadcast(f_out, val.shape, -1)
 
-def channelwise(graph, node: fx.Node, val):
+def channelwise(graph, # the `ChannelGraph` being built
+                node: fx.Node, # the traced node the rule handles
+                val, # the node's traced output value
+               ):
     "Layers applied channel by channel (BatchNorm, InstanceNorm, a learned scale): dependents of their channels."
     if node.op != 'call_module':       # functional batch_norm / instance_norm: per-channel tensor arguments follow
         c = graph.per_channel(graph.xids(node), 1)
@@ -253,7 +287,10 @@ def channelwise(graph, node: fx.Node, val):
     graph.record(node.target, 'dep', c)
     return graph.broadcast(c, val.shape, dim)
 
-def prelu(graph, node: fx.Node, val):
+def prelu(graph, # the `ChannelGraph` being built
+          node: fx.Node, # the traced node the rule handles
+          val, # the node's traced output value
+         ):
     "PReLU: a dependent when it has one slope per channel."
     return graph.xids(node) if graph.modules[node.target].num_parameters == 1 else channelwise(graph, node, val)
 
@@ -271,7 +308,10 @@ def pad_args(graph, # the graph holding `node`
         return pad, 'constant' if name.startswith(('Zero', 'Constant')) else name.split('Pad')[0].lower()
     return tuple(other(node_arg(node, 1, 'pad'))), node_arg(node, 2, 'mode', 'constant')
 
-def pad(graph, node: fx.Node, val) -> torch.Tensor:
+def pad(graph, # the `ChannelGraph` being built
+        node: fx.Node, # the traced node the rule handles
+        val, # the node's traced output value
+       ) -> torch.Tensor:
     "Padding: new channels along a channel dimension, copies of the neighbour's ids elsewhere."
     amounts, _ = pad_args(graph, node, lambda a: fx.node.map_arg(a, lambda n: graph.vals[n]))
     out = graph.xids(node)
@@ -377,7 +417,10 @@ register_module(nn.GroupNorm, 'normalizing', {'weight': 0, 'bias': 0}, ('num_cha
                 resize=lambda m, keep, dims: setattr(m, 'num_groups', int(keep.view(m.num_groups, -1).any(1).sum())))
 
 # %% ../nbs/03a_rules.ipynb #c0a1e00c
-def unsliced(graph, node: fx.Node, val):
+def unsliced(graph, # the `ChannelGraph` being built
+             node: fx.Node, # the traced node the rule handles
+             val, # the node's traced output value
+            ):
     "Block the channels of a module kept whole that owns a parameter or buffer sized like its channels and not sliced by its rule."
     m, r = graph.modules[node.target], layer_rule(graph.modules[node.target])
     known = set(r.params) | ({'weight'} if r.kind in ('conv', 'linear') else set())

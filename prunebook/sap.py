@@ -340,7 +340,7 @@ def sap_prune(model: nn.Module, # the initialisation $w_\text{init}$ (not modifi
               log: Callable[[str], None] | None = print, # one line per round (None: silent)
               **changes, # fields of `config` to change for this call, e.g. `rounds=20, p=1.0, q=2.0`
              ) -> SAPResult:
-    "Sparsity-informed Adaptive Pruning: train, measure PQI, prune down to the bound, rewind; `rounds` times. Returns a `SAPResult`."
+    "Sparsity-informed Adaptive Pruning: train, measure PQI, prune down to the bound, rewind; `rounds` times (`config`, its fields overridden by `changes`). Returns a `SAPResult`."
     if unknown := set(changes) - {f.name for f in dataclasses.fields(SAPConfig)}: raise TypeError(f'sap_prune: {sorted(unknown)} are not fields of SAPConfig')
     c = dataclasses.replace(config or SAPConfig(), **changes)
     if not isinstance(model, nn.Module) or not prunable_weights(model): raise ValueError('sap_prune: `model` has no prunable weight')

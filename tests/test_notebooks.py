@@ -1,5 +1,5 @@
 "The book's conventions, checked: Colab badge and guarded install cell in every notebook, documented public API."
-import importlib, inspect, json, pkgutil, re
+import dataclasses, importlib, inspect, json, pkgutil, re
 from pathlib import Path
 import pytest
 import prunebook
@@ -32,7 +32,7 @@ def undocumented(obj) -> list[str]:
     try: params = [p for p in inspect.signature(f).parameters if p not in ('self', 'cls', 'args', 'kwargs')]
     except (TypeError, ValueError): return []
     doc = (obj.__doc__ or '') + (f.__doc__ or '' if f is not obj else '')
-    try: comments = docments(f, full=False)
+    try: comments = docments(obj if dataclasses.is_dataclass(obj) else f, full=False)   # a dataclass: its fields' comments
     except Exception: comments = {}
     return [p for p in params if p not in doc and not comments.get(p)]
 
