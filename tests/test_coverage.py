@@ -55,7 +55,7 @@ TIMM_SMALL = ['test_efficientnet_gn', 'test_convnext', 'test_nfnet']
 def test_timm_small(name):
     timm_cov = pytest.importorskip('test_timm_coverage', reason='tests/ is not on sys.path')
     pytest.importorskip('timm')
-    model, x = timm_cov.build(name)
+    model, x = timm_cov.timm_model(name)
     assert timm_cov.prunes_exactly_or_refuses(model, x, name), f'{name}: no prunable group'
 
 class WSConv2d(nn.Conv2d):
