@@ -24,7 +24,7 @@ DENSE = {'ResNet-20 / CIFAR-10': (lambda: load_cifar_resnet(20), (1, 3, 32, 32))
          'ResNet-56 / CIFAR-10': (lambda: load_cifar_resnet(56), (1, 3, 32, 32)),
          'LeNet-5 / MNIST': (lambda: trained_lenet('lenet5', progress=False), (1, 1, 28, 28))}
 SMOKE = dict(tasks=['synthetic'], targets=[0.5], methods=['l1', 'random', 'dfpc'], rules=['uniform', 'normalized'],
-             ft_iters=4, tpp_iters=2, latency_reps=2)
+             ft_iters=4, tpp_iters=2, latency_reps=2, choose_iters=2)
 
 def parse():
     p = bench_args(__doc__)
@@ -34,6 +34,7 @@ def parse():
     p.add_argument('--rules', nargs='+', default=['uniform', 'normalized', 'cost', 'global'],
                    help=f'allocation rules tried for {", ".join(SEED_METHODS)} (chosen on val)')
     p.add_argument('--ft-iters', type=int, default=300, help='the common training budget per row, in iterations')
+    p.add_argument('--choose-iters', type=int, default=30, help="training iterations per candidate rule before it is judged on 'val'")
     p.add_argument('--tpp-iters', type=int, default=60, help="TPP's regularization iterations (part of its budget)")
     p.add_argument('--latency-reps', type=int, default=5, help='interleaved passes of the CPU speedup measurement')
     p.add_argument('--n-val', type=int, default=200, help="'val' images per class on which the rule is chosen")
@@ -56,10 +57,10 @@ def recount(rows: list[dict]):
 def main():
     args = parse()
     out = results_dir(args)
-    config = {k: getattr(args, k) for k in ('ft_iters', 'tpp_iters', 'n_val', 'n_train', 'n_test', 'rules', 'latency_reps')}
+    config = {k: getattr(args, k) for k in ('ft_iters', 'tpp_iters', 'choose_iters', 'n_val', 'n_train', 'n_test', 'rules', 'latency_reps')}
     partial = out / 'comparison.partial.json'
     cached = json.loads(partial.read_text()) if partial.exists() else {}
-    same = {k: cached.get('config', {}).get(k) for k in ('ft_iters', 'tpp_iters', 'n_val', 'n_train', 'n_test')}
+    same = {k: cached.get('config', {}).get(k) for k in ('ft_iters', 'tpp_iters', 'choose_iters', 'n_val', 'n_train', 'n_test')}
     done = cached.get('rows', []) if same == {k: config[k] for k in same} else []
     if cached and not done: print(f'{partial}: another configuration, starting afresh')
     rows, t0 = list(done), time.perf_counter()
@@ -71,7 +72,7 @@ def main():
         for target in args.targets:        # the targets in the order given, every method at one before the next
             for method in args.methods:    # one failing method is reported and does not stop the others
                 try: compare(task, [method], [target], args.rules, done=rows, save=save, ft_iters=args.ft_iters,
-                             tpp_iters=args.tpp_iters, latency_reps=args.latency_reps)
+                             tpp_iters=args.tpp_iters, latency_reps=args.latency_reps, choose_iters=args.choose_iters)
                 except Exception: print(f'{name} {method} at {target} failed:\n{traceback.format_exc()}', flush=True)
     recount(rows)
     config['minutes_this_run'] = (time.perf_counter() - t0) / 60
@@ -79,7 +80,7 @@ def main():
     md = (f"# Every method at matched MACs\n\n{comparison_table(rows)}\n"
           f"Budget: {args.ft_iters} training iterations per row (`models.FINETUNE`, batch 128; TPP's {args.tpp_iters} "
           f"regularization iterations come out of its fine-tune). Test images: {args.n_test or 'all 10,000'}; allocation "
-          f"rules chosen on {args.n_val} 'val' images per class, as pruned (the published CIFAR checkpoints were trained on all 50,000 training images, 'val' included, so val accuracy measures the damage of pruning, not generalization). Best variant more than one point below random after the "
+          f"rules chosen on {args.n_val} 'val' images per class after {args.choose_iters} training iterations each (the published CIFAR checkpoints were trained on all 50,000 training images, 'val' included, so val accuracy measures the damage of pruning, not generalization). Best variant more than one point below random after the "
           f"fine-tune: {'; '.join(failing) if failing else 'none'}.\n")
     write_results('comparison', dict(config=config, rows=rows, below_random=failing), md, out=out)
     tasks = list(dict.fromkeys(r['task'] for r in rows))

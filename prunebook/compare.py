@@ -322,12 +322,17 @@ def choose_rule(method: str, # a key of `SCORES`
                 task: Task, # the network and data
                 target: float, # fraction of the MACs to keep
                 rules: Sequence[str] = ('uniform', 'normalized', 'cost', 'global'), # the allocations tried
-                device=None, # where to evaluate
+                iters: int = 0, # fine-tuning iterations each candidate gets before its 'val' accuracy (0: judged as pruned)
+                device=None, # where to fine-tune and evaluate
                ) -> tuple[str, dict]:
-    "The rule under which `method`'s scores keep the best 'val' accuracy at `target` (no training; rules missing the MACs target by over 2% only if all do), and every rule's."
+    "The rule under which `method`'s scores reach the best 'val' accuracy at `target` after `iters` training iterations (rules missing the MACs target by over 2% only if all do), and every rule's."
     dev, drops = default_device(device), {rule: allocated_drop(method, task, target, rule) for rule in rules}
     reach = {r: abs(task.size.after(d)['macs'] / task.macs - target) <= 0.02 for r, d in drops.items()}
-    acc = {r: _val_accuracy(task, remove_channels(task.model, task.groups, d), dev) for r, d in drops.items() if reach[r] or not any(reach.values())}
+    def judge(drop):
+        pruned = remove_channels(task.model, task.groups, drop)
+        if iters: finetune(pruned, task.train, task.protocol, dev, progress=False, iters=iters)
+        return _val_accuracy(task, pruned.eval(), dev)
+    acc = {r: judge(d) for r, d in drops.items() if reach[r] or not any(reach.values())}
     return max(acc, key=acc.get), acc
 
 # %% ../nbs/90_comparison.ipynb #be48b3bf
@@ -340,6 +345,7 @@ def compare(task: Task, # the network and data
             done: Sequence[dict] = (), # rows measured before (a resumed run): not measured again
             save: Callable[[dict], None] | None = None, # called with every new row (to cache it)
             progress: bool = True, # print one line per row
+            choose_iters: int = 0, # training iterations per candidate rule before it is judged on 'val' (`choose_rule`)
             **kwargs, # `measure` options: ft_iters, tpp_iters, latency_reps, device
            ) -> list[dict]:
     "Rows of `measure` for the dense network and every method at every target: its own rule, and its best rule on 'val'."
@@ -359,7 +365,7 @@ def compare(task: Task, # the network and data
             if (method, target) not in have: add(measure(task, method, target, **kwargs))
             if method not in SEED_METHODS or not rules: continue
             if any(r['method'].startswith(method + ':') and r['target'] == target for r in rows): continue
-            best, acc = choose_rule(method, task, target, rules, kwargs.get('device'))
+            best, acc = choose_rule(method, task, target, rules, choose_iters, kwargs.get('device'))
             add({**measure(task, f'{method}:{best}', target, **kwargs), 'choice': acc})
     return rows
 

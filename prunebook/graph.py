@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import matplotlib.pyplot as plt
 import torch, torch.nn as nn, torch.fx as fx
 from fastcore.basics import patch
+from .fold import foldable
 from .rules import RULES, layer_rule, kind_of, opaque, unsliced, varies, compress, tensors, node_input
 from .rules import MODULE_RULES, LayerRule, register_rule, register_module, describe, pad_args  # noqa: F401 (re-exported)
 
@@ -70,6 +71,7 @@ def trace(model: nn.Module, # the network
           leaves: tuple = () # module classes to keep whole besides those with a rule in `MODULE_RULES`
          ) -> tuple[fx.GraphModule, dict]:
     "Trace `model` with `torch.fx`, keeping registered modules (and those that fail to trace) whole; also returns the failures."
+    for m in model.modules(): foldable(m)   # probe convolutions computing their weight now: tracing patches every module call
     tracer = _Tracer(leaves)
     try: graph = tracer.trace(model)
     except Exception as e:

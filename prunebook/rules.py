@@ -8,15 +8,16 @@ import math, operator
 from typing import Callable, NamedTuple
 import torch, torch.nn as nn, torch.nn.functional as F, torch.fx as fx
 from torch.fx.node import map_aggregate
+from .fold import fold_conv, foldable
 
 # %% auto #0
-__all__ = ['RULES', 'MODULE_RULES', 'FUNCTION_KINDS', 'METHOD_KINDS', 'CASTS', 'ELEMENTWISE_FUNCTIONS', 'ELEMENTWISE_METHODS',
-           'MOVEMENT_FUNCTIONS', 'MOVEMENT_METHODS', 'SPATIAL_FUNCTIONS', 'REDUCTION_FUNCTIONS', 'REDUCTION_METHODS',
-           'NORMALIZING_FUNCTIONS', 'NORMALIZING_METHODS', 'NORMALIZING_MODULES', 'CHANNELWISE_FUNCTIONS',
-           'ELEMENTWISE_MODULES', 'SPATIAL_MODULES', 'MOVEMENT_MODULES', 'PAD_MODULES', 'varies', 'compress', 'tensors',
-           'node_input', 'node_arg', 'LayerRule', 'register_rule', 'register_module', 'layer_rule', 'kind_of',
-           'describe', 'opaque', 'movement', 'elementwise', 'spatial', 'reduction', 'normalizing', 'conv', 'linear',
-           'channelwise', 'prelu', 'pad_args', 'pad', 'unsliced']
+__all__ = ['RULES', 'MODULE_RULES', 'FUNCTION_KINDS', 'METHOD_KINDS', 'FOLDED_CONV', 'CASTS', 'ELEMENTWISE_FUNCTIONS',
+           'ELEMENTWISE_METHODS', 'MOVEMENT_FUNCTIONS', 'MOVEMENT_METHODS', 'SPATIAL_FUNCTIONS', 'REDUCTION_FUNCTIONS',
+           'REDUCTION_METHODS', 'NORMALIZING_FUNCTIONS', 'NORMALIZING_METHODS', 'NORMALIZING_MODULES',
+           'CHANNELWISE_FUNCTIONS', 'ELEMENTWISE_MODULES', 'SPATIAL_MODULES', 'MOVEMENT_MODULES', 'PAD_MODULES',
+           'varies', 'compress', 'tensors', 'node_input', 'node_arg', 'LayerRule', 'register_rule', 'register_module',
+           'kind_of', 'layer_rule', 'describe', 'opaque', 'movement', 'elementwise', 'spatial', 'reduction',
+           'normalizing', 'conv', 'linear', 'channelwise', 'prelu', 'pad_args', 'pad', 'unsliced']
 
 # %% ../nbs/03a_rules.ipynb #c0a1e002
 def varies(t: torch.Tensor, # an id tensor
@@ -61,6 +62,7 @@ class LayerRule(NamedTuple):
     dim: int = 1                   # the channel dimension of the module's input (for per-channel modules)
     resize: Callable | None = None # resize(module, keep) after slicing, for what `sizes` cannot say
     subclasses: bool = False       # also for subclasses that override `forward` (else those are traced through)
+    fold: Callable | None = None   # fold(module) -> a plain layer computing the same, put in its place before slicing
 
 RULES: dict[str, Callable] = {}          # kind -> rule(graph, node, value) -> the channel ids of the node's output
 MODULE_RULES: dict[type, LayerRule] = {} # module class -> its LayerRule (registered modules are kept whole)
@@ -88,14 +90,6 @@ def register_module(cls: type, # the module class (its subclasses inherit the ru
     MODULE_RULES[cls] = LayerRule(kind, dict(params or {}), tuple(sizes), dim, resize)
     return cls
 
-def layer_rule(m: nn.Module) -> LayerRule | None:
-    "The rule of `m`'s class or nearest registered base class (None if none, or if `m` overrides that class's forward)."
-    for c in type(m).__mro__:
-        if c in MODULE_RULES:
-            r = MODULE_RULES[c]
-            return r if c is type(m) or r.subclasses or type(m).forward is c.forward else None
-    return None
-
 def kind_of(graph, # the `ChannelGraph` holding `node`
             node: fx.Node, # a traced node
            ) -> str:
@@ -103,6 +97,19 @@ def kind_of(graph, # the `ChannelGraph` holding `node`
     if node.op == 'call_module': return getattr(layer_rule(graph.modules[node.target]), 'kind', 'opaque')
     if node.op == 'call_method': return METHOD_KINDS.get(node.target, 'opaque')
     return FUNCTION_KINDS.get(node.target, 'opaque')
+
+# %% ../nbs/03a_rules.ipynb #c0a1e0f4
+FOLDED_CONV = LayerRule('conv', {'bias': 0}, fold=fold_conv)   # the rule of a convolution computing its weight
+
+def layer_rule(m: nn.Module) -> LayerRule | None:
+    "The rule of `m`'s class or nearest registered base class (None if `m` overrides that class's forward, unless it is a convolution that only computes its weight: `FOLDED_CONV`)."
+    for c in type(m).__mro__:
+        if c in MODULE_RULES:
+            r = MODULE_RULES[c]
+            if c is type(m) or r.subclasses or type(m).forward is c.forward: return r
+            break
+    return FOLDED_CONV if foldable(m) else None
+
 
 # %% ../nbs/03a_rules.ipynb #c0a1e004
 def describe(graph, # the `ChannelGraph` holding `node`
@@ -423,6 +430,7 @@ def unsliced(graph, # the `ChannelGraph` being built
             ):
     "Block the channels of a module kept whole that owns a parameter or buffer sized like its channels and not sliced by its rule."
     m, r = graph.modules[node.target], layer_rule(graph.modules[node.target])
+    if r.fold is not None: return          # folded into a plain layer before slicing
     known = set(r.params) | ({'weight'} if r.kind in ('conv', 'linear') else set())
     ids = [t for n in node.all_input_nodes for t in tensors(graph.ids.get(n))] + tensors(graph.ids.get(node))
     sizes = {s for t in ids if t.dim() > 1 for s in (t.shape[1], t.shape[-1])}

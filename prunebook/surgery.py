@@ -13,9 +13,9 @@ from .rewrite import ChannelGather, block_index, take_block, find_rewrites, rewr
 from .graph import ChannelGraph, ChannelGroup, channel_groups, layer_rule, node_input
 
 # %% auto #0
-__all__ = ['normalize_drop', 'keep_ids', 'choose_channels', 'random_drop', 'l1_scores', 'slice_layer', 'check_same_model',
-           'check_runs', 'remove_channels', 'OnKept', 'mask_channels', 'save_pruned', 'load_pruned', 'prune_uniform',
-           'match_amount']
+__all__ = ['normalize_drop', 'keep_ids', 'choose_channels', 'random_drop', 'l1_scores', 'slice_layer', 'plain_layer',
+           'check_same_model', 'check_runs', 'remove_channels', 'OnKept', 'mask_channels', 'save_pruned', 'load_pruned',
+           'prune_uniform', 'match_amount']
 
 # %% ../nbs/04_surgery.ipynb #30f89f2f
 def normalize_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
@@ -142,6 +142,14 @@ def slice_layer(m: nn.Module, # a module kept whole by the graph, with a `LayerR
     if rule.resize is not None: rule.resize(m, keep, dims)
 
 # %% ../nbs/04_surgery.ipynb #c744f160
+def plain_layer(model: nn.Module, # the network holding the layer (changed in place)
+                name: str # the layer's qualified name
+               ) -> nn.Module:
+    "The layer `name` of `model`, first folded into a plain layer in place if its rule says so (a convolution computing its weight)."
+    m = model.get_submodule(name)
+    if (fold := getattr(layer_rule(m), 'fold', None)) is not None: m = fold(m); model.set_submodule(name, m)
+    return m
+
 def _slice_modules(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor):
     "Slice, in place, every layer and per-channel parameter of `model` that touches a removed channel."
     rec = graph.records
@@ -149,7 +157,8 @@ def _slice_modules(graph: ChannelGraph, model: nn.Module, keep: torch.Tensor):
         m, k = model.get_submodule(name), {role: keep[ids] for (n, role), ids in rec.items() if n == name}
         if isinstance(m, nn.modules.conv._ConvNd):
             kin, kout = k.get('in', k.get('dep')), k.get('out', k.get('dep'))
-            if not (kin.all() and kout.all()): _slice_conv(m, kin, kout)
+            if kin.all() and kout.all(): continue
+            _slice_conv(plain_layer(model, name), kin, kout)
         elif isinstance(m, nn.Linear):
             if not (k['in'].all() and k['out'].all()): _slice_linear(m, k['in'], k['out'])
         elif not k['dep'].all(): slice_layer(m, k['dep'], graph.layout.get(name))
@@ -300,7 +309,7 @@ def mask_channels(model: nn.Module, # the network the groups were traced from (c
         for (name, role), ids in graph.records.items():
             gone = ~keep[ids]
             if role != 'in' or not gone.any(): continue
-            m = work.get_submodule(name)
+            m = plain_layer(work, name)
             W, cols = m.weight, gone.nonzero().flatten().to(m.weight.device)
             if isinstance(m, nn.modules.conv._ConvTransposeNd): W[cols] = 0
             elif isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1:

@@ -66,13 +66,32 @@ class WSConv2d(nn.Conv2d):
         w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.)
         return F.conv2d(x, w.reshape_as(self.weight) * self.gain, self.bias, self.stride, self.padding)
 
-def test_never_a_broken_model():
-    "A layer with a per-channel parameter the graph has no rule for: its channels are refused, the rest prunes exactly."
+class GainAfterConv2d(nn.Conv2d):
+    "A convolution followed by a learned gain per output channel, written inside its forward."
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw); self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1) + 0.5)
+    def forward(self, x): return super().forward(x) * self.gain
+
+def test_weight_standardization_folds():
+    "A convolution computing its weight is folded into a plain one, and prunes exactly on both sides."
     model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), WSConv2d(8, 6, 3), nn.ReLU(),
                                        nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
     x = torch.randn(2, 3, 12, 12)
     groups = channel_groups(model, x)
-    assert [g.prunable for g in groups] == [False, True, False]         # conv 0 feeds the WS convolution: refused
-    assert "in '3' (WSConv2d)" in groups[0].reason, groups[0].reason
+    assert [g.prunable for g in groups] == [True, True, True, False]
+    drop = random_drop(groups, 0.5)
+    pruned = remove_channels(model, groups, drop)
+    assert type(pruned[3]) is nn.Conv2d and pruned[3].weight.shape[:2] == (3, 4)
+    with torch.no_grad(): assert torch.allclose(pruned(x), mask_channels(model, groups, drop)(x), atol=1e-6)
+    assert type(model[3]) is WSConv2d                                    # the caller's model is untouched
+
+def test_never_a_broken_model():
+    "A layer with a per-channel parameter the graph has no rule for: its channels are refused, the rest prunes exactly."
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), GainAfterConv2d(8, 6, 3), nn.ReLU(),
+                                       nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    x = torch.randn(2, 3, 12, 12)
+    groups = channel_groups(model, x)
+    assert [g.prunable for g in groups] == [False, True, False]          # conv 0 feeds the traced-through conv: refused
+    assert "in '3' (GainAfterConv2d)" in groups[0].reason, groups[0].reason
     drop = random_drop(groups, 0.5)
     with torch.no_grad(): assert torch.allclose(remove_channels(model, groups, drop)(x), mask_channels(model, groups, drop)(x), atol=1e-6)
