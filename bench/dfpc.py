@@ -17,10 +17,9 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, Timer, tp_prune, residual_safe_ignored, latency_pair
-from prunebook.core import count_macs, count_params, evaluate
+from prunebook.core import bisect, count_macs, count_params, evaluate
 from prunebook.data import cifar10, cache_dir, synthetic
 from prunebook.models import load_cifar_resnet, cifar_resnet, cifar_stem_resnet, cifar_mobilenet_v2
-from prunebook.surgery import match_amount
 from prunebook.graph import channel_groups
 from prunebook.dfpc import (dfpc_saliency, dfpc_prune, dfpc_scores, dataflow_pairs, lexicographic_pairs, is_coupled,
                             removal_order)
@@ -98,7 +97,7 @@ def resnet56_part():
             row(method, level, p, {'removed': p.dfpc_info['removed'], 'removed_coupled': n_cc})
         if f'sweep/{TP}/{level}' in state: rows.append(state[f'sweep/{TP}/{level}']); continue
         ignored = residual_safe_ignored(base)
-        ratio, p = match_amount(lambda r: tp_prune(base, x, r, ignored=ignored), level * macs0, lambda m: count_macs(m, x), MATCH_TOL)
+        ratio, p = bisect(lambda r: tp_prune(base, x, r, ignored=ignored), level * macs0, hi=0.99, tol=MATCH_TOL, key=lambda m: count_macs(m, x))
         row(TP, level, p, {'tp_ratio': ratio})
     # operating point at a 5-point drop, chosen on the held-out split
     ops = []

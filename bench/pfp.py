@@ -11,7 +11,7 @@
    (selected on the held-out images), with its test error; and, as the paper selects, on the test error.
 2. CIFAR-10, ResNet-20 and ResNet-56 (`load_cifar_resnet`, the published checkpoints), no retraining: PFP (deterministic
    and randomized, delta = 1e-16, S from the 5,000 validation images) at parameter prune ratios 0.1/0.2/0.3, against
-   uniform L1 (`prune_uniform` + `match_amount` to PFP's parameter count) and Torch-Pruning 1.6.1's magnitude pruner
+   uniform L1 (`prune_uniform` + `bisect` to PFP's parameter count) and Torch-Pruning 1.6.1's magnitude pruner
    (`tp_prune`, ratio matched by bisection; on these option-A ResNets it may only prune the blocks' first
    convolutions, see bench/common.py, so high ratios are out of its reach). Test accuracy on 10,000 images, and the
    time PFP takes to prune (sensitivities + allocation + surgery).
@@ -29,10 +29,10 @@ import torch
 from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, tp_prune, residual_safe_ignored
-from prunebook.core import count_params, count_macs, evaluate
+from prunebook.core import bisect, count_params, count_macs, evaluate
 from prunebook.data import (cifar10, cifar_transform, holdout_split, dataloader, cache_dir, mnist, synthetic, MNIST_MEAN, MNIST_STD)
 from prunebook.models import load_cifar_resnet, cifar_resnet, train, lenet5, lenet300_100
-from prunebook.surgery import prune_uniform, match_amount
+from prunebook.surgery import prune_uniform
 from prunebook.pfp import pfp_prune, default_points
 
 PAPER_MNIST = {'lenet300_100': dict(err=1.59, pfp=(0.41, 84.32), ft=(0.35, 81.68)),
@@ -118,7 +118,7 @@ def run_mnist():
                 if i < len(rows): continue
                 t0 = time.perf_counter()
                 if method == 'pfp': pruned = pfp_prune(current, S_loader, prune_ratio=max(0.0, 1 - (1 - pr) * n0 / count_params(current)), delta=1e-12, variant='deterministic')
-                else: pruned = match_amount(lambda a: prune_uniform(current, x1, a), (1 - pr) * n0, count_params)[1]
+                else: pruned = bisect(lambda a: prune_uniform(current, x1, a), (1 - pr) * n0, hi=0.99, key=count_params)[1]
                 t_prune = time.perf_counter() - t0
                 before = err(pruned, held)
                 torch.manual_seed(1000 + i)
@@ -142,8 +142,8 @@ def cifar_data():
     return test, dataloader(cut(cifar10('val')), 200), cut(cifar10('train', transform=cifar_transform(train=True)))
 
 def matched(prune, target):
-    "`match_amount` for a pruning function; None when the nearest model is more than 1% off the target."
-    try: a, m = match_amount(prune, target, count_params, iters=6 if args.smoke else 18)
+    "`bisect` on a pruning function's amount; None when the nearest model is more than 1% off the target."
+    try: a, m = bisect(prune, target, hi=0.99, iters=6 if args.smoke else 18, key=count_params)
     except Exception as e: return None, f'{type(e).__name__}: {e}'[:80]
     return (m, None) if abs(count_params(m) - target) <= 0.01 * target else (None, f'nearest {count_params(m):,} parameters')
 

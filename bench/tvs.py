@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, Timer, tp_prune, residual_safe_ignored
-from prunebook.core import count_params, count_macs, evaluate
+from prunebook.core import bisect, count_params, count_macs, evaluate
 from prunebook.data import cifar10, per_class_subset, preload, synthetic
 from prunebook.models import load_cifar_resnet, cifar_resnet
 from prunebook.graph import channel_groups
@@ -36,36 +36,19 @@ BASELINES = ['l1', 'random', 'torch_pruning']
 
 def acc(model, X, Y): return evaluate(model, list(zip(X.split(500), Y.split(500))), 'cpu')
 
-def bisect_fraction(size_of, target, iters=30):
-    "The fraction in [0, 0.95] whose size `size_of(fraction)` is nearest `target` (size decreases with the fraction)."
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        p = size_of(mid)
-        if best is None or abs(p - target) < abs(best[1] - target): best = (mid, p)
-        lo, hi = (mid, hi) if p > target else (lo, mid)
-    return best[0]
-
 def uniform_matched(model, groups, chosen, target_params, score):
     "Uniform fraction of every chosen group by `score` ('l1' or 'random'), fraction bisected to `target_params`."
     gen_scores = {g: (l1_scores(g) if score == 'l1' else torch.rand(len(g), generator=torch.Generator().manual_seed(g.idx)))
                   for g in chosen}
     drop_for = lambda a: {g: d for g in chosen if (d := choose_channels(g, gen_scores[g], a))}
     size = SizeModel(groups)
-    frac = bisect_fraction(lambda a: size.after(drop_for(a))['params'], target_params)
+    frac = bisect(lambda a: size.after(drop_for(a))['params'], target_params, 0.0, 0.95, tol=0, iters=30)[0]
     return remove_channels(model, groups, drop_for(frac)), frac
 
 def tp_matched(model, x, target_params, ignored):
     "Torch-Pruning's magnitude pruner with its ratio bisected to `target_params`."
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m = tp_prune(model, x, mid, ignored=ignored)
-        p = count_params(m)
-        if best is None or abs(p - target_params) < abs(best[1] - target_params): best = (mid, p, m)
-        if abs(p - target_params) < 0.002 * target_params: break
-        lo, hi = (mid, hi) if p > target_params else (lo, mid)
-    return best[2], best[0]
+    ratio, m = bisect(lambda r: tp_prune(model, x, r, ignored=ignored), target_params, 0.0, 0.95, tol=0.002, iters=14, key=count_params)
+    return m, ratio
 
 def speed(model, X, Y, names, n=256, n_slow=8):
     "Seconds for the statistics of `n` images: one streaming pass, and the official loop (timed on `n_slow`, extrapolated)."

@@ -5,15 +5,15 @@
 # %% ../nbs/05_allocation.ipynb #c0d64496
 from __future__ import annotations
 import math, warnings
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 import torch
 from fastcore.basics import patch
-from .core import count_macs, count_params
+from .core import bisect, count_macs, count_params  # noqa: F401 (bisect: re-exported for compare until it imports it from core)
 from .graph import ChannelGroup
 from .surgery import choose_channels
 
 # %% auto #0
-__all__ = ['RULES', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group', 'bisect']
+__all__ = ['RULES', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group']
 
 # %% ../nbs/05_allocation.ipynb #85b7ca50
 RULES = ('uniform', 'global', 'normalized', 'rank', 'cost')
@@ -213,23 +213,3 @@ def removed_per_group(groups: Sequence[ChannelGroup], # the dense network's grou
             if role == 'out' and name in before: A[layers.index(name), j] = sum(map(len, ps)) / len(g)
     b = torch.tensor([[before[n] - after[n]] for n in layers], dtype=torch.double)
     return {g: round(v) for g, v in zip(live, torch.linalg.lstsq(A, b).solution[:, 0].tolist())}
-
-# %% ../nbs/05_allocation.ipynb #6bdddcb9
-def bisect(f: Callable[[float], object], # x -> a result (a number, or anything `key` measures)
-           target: float, # the value of `key(f(x))` sought
-           lo: float = 0., # the search interval's ends
-           hi: float = 1.,
-           tol: float = 0.005, # stop when within this fraction of `target`
-           iters: int = 25, # at most this many evaluations of `f`
-           key: Callable | None = None, # result -> number (default: the result itself)
-           increasing: bool = False, # whether `key(f(x))` grows with x (default: it falls, as a model shrinks with pruning)
-          ) -> tuple[float, object]:
-    "The `x` in [lo, hi] (and `f(x)`) whose `key(f(x))` is nearest `target`, by bisection on a monotone `f`."
-    key, best = key or (lambda r: r), None
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        res = f(mid); v = float(key(res))
-        if best is None or abs(v - target) < abs(best[2] - target): best = (mid, res, v)
-        if abs(v - target) <= tol * abs(target): break
-        lo, hi = (mid, hi) if (v > target) != increasing else (lo, mid)
-    return best[0], best[1]

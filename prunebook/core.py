@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 # %% auto #0
 __all__ = ['default_device', 'to_device', 'as_inputs', 'model_device', 'measuring', 'count_params', 'count_macs',
            'measure_latency', 'latency_pair', 'latency_ratio', 'evaluate', 'Hooks', 'EvalHooks', 'Moments',
-           'ClassStats', 'machine_info']
+           'ClassStats', 'bisect', 'machine_info']
 
 # %% ../nbs/00_core.ipynb #5c0ce6af
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -229,6 +229,26 @@ class ClassStats(EvalHooks):
         with torch.no_grad(): return self.model(x.to(self.device))
 
     def __getitem__(self, name: str) -> Moments: return self.stats[name]
+
+# %% ../nbs/00_core.ipynb #6bdddcb9
+def bisect(f: Callable[[float], object], # x -> a result (a number, or anything `key` measures)
+           target: float, # the value of `key(f(x))` sought
+           lo: float = 0., # the search interval's ends
+           hi: float = 1.,
+           tol: float = 0.005, # stop when within this fraction of `target`
+           iters: int = 25, # at most this many evaluations of `f`
+           key: Callable | None = None, # result -> number (default: the result itself)
+           increasing: bool = False, # whether `key(f(x))` grows with x (default: it falls, as a model shrinks with pruning)
+          ) -> tuple[float, object]:
+    "The `x` in [lo, hi] (and `f(x)`) whose `key(f(x))` is nearest `target`, by bisection on a monotone `f`."
+    key, best = key or (lambda r: r), None
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        res = f(mid); v = float(key(res))
+        if best is None or abs(v - target) < abs(best[2] - target): best = (mid, res, v)
+        if abs(v - target) <= tol * abs(target): break
+        lo, hi = (mid, hi) if (v > target) != increasing else (lo, mid)
+    return best[0], best[1]
 
 # %% ../nbs/00_core.ipynb #c0a3dede
 def machine_info() -> dict:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Mapping, Sequence
 import torch, torch.nn as nn, torch.fx as fx
-from .core import model_device
+from .core import bisect, model_device
 from .graph import ChannelGraph, ChannelGroup, channel_groups
 from .rules import node_input
 from .surgery import remove_channels, l1_scores, check_same_model
-from .allocation import RULES, SizeModel, allocate, bisect
+from .allocation import RULES, SizeModel, allocate
 from .dataflow import rowsum, colsum, transfer, flow, node_order
 
 # %% auto #0

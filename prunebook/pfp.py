@@ -7,17 +7,16 @@ from __future__ import annotations
 import copy, math, time, warnings
 from typing import Callable, Iterable, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import count_params
+from .core import bisect, count_params
 from .data import first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import remove_channels, choose_channels
-from .allocation import RULES, SizeModel, bisect
-from .allocation import allocate as allocate_by_rule
+from .allocation import RULES, SizeModel, allocate
 from .sensitivity import LayerSensitivity, as_conv2d, layer_sensitivity, pfp_sensitivities, split_signs
 
 # %% auto #0
 __all__ = ['sample_size', 'sample_channels', 'reweighting', 'empirical_coverage', 'expected_unique', 'adapt_sample_size',
-           'group_sensitivity', 'ParamModel', 'allocate', 'default_points', 'pfp_scores', 'pfp_step', 'pfp_prune']
+           'group_sensitivity', 'ParamModel', 'allocate_eps', 'default_points', 'pfp_scores', 'pfp_step', 'pfp_prune']
 
 # %% ../nbs/31_pfp.ipynb #35fa2a96
 def sample_size(S: float, # total sensitivity of the layer's input channels
@@ -153,14 +152,14 @@ def _coefficient(group: ChannelGroup, sens: dict[str, LayerSensitivity], S: floa
     "torchprune's sample-complexity coefficient of `group`: S · 2c · log(8 (patches + 1) · kernel / δ), largest over the consumers."
     return S * max(2 * c * math.log(8 * (sens[n].patches + 1) * sens[n].kernel / delta) for n in group.consumers)
 
-def allocate(groups: Sequence[ChannelGroup], # the groups to prune
-             s: dict, # sensitivities of every group's channels, by group, as from `group_sensitivity`
-             coeffs: dict, # sample-complexity coefficient of every group, by group (S · 2c · log(...), no K, no ε)
-             params: ParamModel, # parameter count for the channels kept per group (same order as `groups`)
-             target: float, # parameter count to come nearest to
-             K: float = 3.0, # tail constant multiplying the sample sizes (torchprune: 3)
-             iters: int = 100, # most bisection steps on log10 ε (it stops once the bracket is under 1e-6)
-            ) -> tuple[float, torch.Tensor, int]:
+def allocate_eps(groups: Sequence[ChannelGroup], # the groups to prune
+                 s: dict, # sensitivities of every group's channels, by group, as from `group_sensitivity`
+                 coeffs: dict, # sample-complexity coefficient of every group, by group (S · 2c · log(...), no K, no ε)
+                 params: ParamModel, # parameter count for the channels kept per group (same order as `groups`)
+                 target: float, # parameter count to come nearest to
+                 K: float = 3.0, # tail constant multiplying the sample sizes (torchprune: 3)
+                 iters: int = 25, # evaluations of log10 ε in [-10, 15] (25: a bracket under 1e-6)
+                ) -> tuple[float, torch.Tensor, int]:
     "The ε whose allocation comes nearest `target` parameters: (ε, channels kept per group, parameters)."
     def kept(eps: float) -> torch.Tensor:
         out = []
@@ -170,15 +169,10 @@ def allocate(groups: Sequence[ChannelGroup], # the groups to prune
             m = max(1.0, math.ceil(K * (6 + 2 * eps) * coeffs[g] / eps ** 2))
             out.append(min(len(g), max(1, math.ceil(expected_unique(s[g] / S, m) - 1e-9))))
         return torch.tensor(out)
-    lo, hi, best = -10.0, 15.0, None                              # log10 of ε
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        n = kept(10 ** mid); size = params(n)
-        key = (abs(size - target), size)
-        if best is None or key < best[0]: best = (key, 10 ** mid, n, size)
-        lo, hi = (mid, hi) if size > target else (lo, mid)
-        if hi - lo < 1e-6: break
-    return best[1], best[2], best[3]
+    def plan(log_eps: float) -> tuple[torch.Tensor, int]:
+        n = kept(10 ** log_eps); return n, params(n)
+    log_eps, (n, size) = bisect(plan, target, -10.0, 15.0, tol=0, iters=iters, key=lambda r: r[1])   # size falls as ε grows
+    return 10 ** log_eps, n, size
 
 # %% ../nbs/31_pfp.ipynb #d37a3f23
 def default_points(model: nn.Module, # the network; its conv and linear layers' filters give η* (largest) and η (total)
@@ -259,11 +253,11 @@ def pfp_step(model: nn.Module, # the network to prune (not modified)
     work, eps, estimate, gammas = copy.deepcopy(model), None, None, {}
     if allocation == 'paper':
         coeffs = {g: _coefficient(g, sens, float(s[g].sum()), delta, c) for g in active}
-        eps, n, estimate = allocate(active, s, coeffs, ParamModel(model, {g: torch.argsort(-s[g], stable=True) for g in active}), target, K)
+        eps, n, estimate = allocate_eps(active, s, coeffs, ParamModel(model, {g: torch.argsort(-s[g], stable=True) for g in active}), target, K)
         drop, gammas = _paper_drop(work, active, s, n, variant, generator)
     else:
         size = SizeModel(groups)
-        plan = lambda amount: allocate_by_rule(groups, s, amount, allocation)
+        plan = lambda amount: allocate(groups, s, amount, allocation)
         with warnings.catch_warnings():            # the floor warns at trial amounts; the chosen one warns below
             warnings.simplefilter('ignore')
             amount = bisect(plan, target, 0., 0.99, key=lambda d: size.after(d)['params'])[0]

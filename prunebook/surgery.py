@@ -15,7 +15,7 @@ from .graph import ChannelGraph, ChannelGroup, channel_groups, layer_rule, node_
 # %% auto #0
 __all__ = ['normalize_drop', 'keep_ids', 'choose_channels', 'random_drop', 'l1_scores', 'slice_layer', 'plain_layer',
            'check_same_model', 'check_runs', 'remove_channels', 'OnKept', 'mask_channels', 'save_pruned', 'load_pruned',
-           'prune_uniform', 'match_amount']
+           'prune_uniform']
 
 # %% ../nbs/04_surgery.ipynb #30f89f2f
 def normalize_drop(groups: Sequence[ChannelGroup], # from `channel_groups`
@@ -382,19 +382,3 @@ def prune_uniform(model: nn.Module, # the network to prune (not modified unless 
     scores = lambda g: l1_scores(g) if score == 'l1' else torch.rand(len(g), generator=gen)
     drop = {g: choose_channels(g, scores(g), amount, round_to) for g in groups if g.prunable}
     return remove_channels(model, groups, drop, inplace=inplace)
-
-# %% ../nbs/04_surgery.ipynb #016b52eb
-def match_amount(prune: Callable[[float], nn.Module], target: float, measure: Callable[[nn.Module], float],
-                 tol: float = 0.005, # stop when within this fraction of `target`
-                 iters: int = 25 # at most this many bisection steps
-                ) -> tuple[float, nn.Module]:
-    "The amount in [0, 0.99] (and its model) for which `measure(prune(amount))` is nearest `target`; `measure` falls as amount grows."
-    lo, hi, best = 0.0, 0.99, None
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        model = prune(mid)
-        value = measure(model)
-        if best is None or abs(value - target) < abs(best[2] - target): best = (mid, model, value)
-        if abs(value - target) <= tol * abs(target): break
-        lo, hi = (mid, hi) if value > target else (lo, mid)
-    return best[0], best[1]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy, time
 from typing import Sequence
 import torch, torch.nn as nn
-from .core import ClassStats, Moments, count_params, count_macs, evaluate, default_device
+from .core import ClassStats, Moments, count_params, count_macs, evaluate, default_device, bisect
 from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import remove_channels, choose_channels
-from .allocation import RULES, SizeModel, allocate, bisect
+from .allocation import RULES, SizeModel, allocate
 from .tvbounds import pairwise_bhattacharyya, hellinger_sq, class_pairs
 
 # %% auto #0
