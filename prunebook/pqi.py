@@ -9,8 +9,8 @@ from typing import Mapping, Sequence
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['SCOPES', 'pqi', 'gaussian_pqi', 'uniform_pqi', 'prunable_weights', 'pq_index', 'retained_bound', 'tail_ratio',
-           'prune_count', 'sap_masks', 'three_phases']
+__all__ = ['SCOPES', 'pq_index', 'gaussian_pqi', 'uniform_pqi', 'prunable_weights', 'retained_bound', 'tail_ratio', 'prune_count',
+           'sap_masks', 'three_phases']
 
 # %% ../nbs/40_pqi.ipynb #d4e77da3
 def check_pq(p: float, q: float, who: str):
@@ -19,17 +19,11 @@ def check_pq(p: float, q: float, who: str):
         raise ValueError(f'{who}: the PQ Index needs 0 < p < q, got p={p!r}, q={q!r}')
 
 # %% ../nbs/40_pqi.ipynb #1ca9d61d
-def pqi(w: torch.Tensor, # the weights
-        p: float = 0.5, q: float = 1.0, # the two norms, 0 < p < q
-        mask: torch.Tensor | None = None, # booleans like `w`: the surviving entries (default: all)
-        dim: int | None = None, # reduce over this dimension only (one index per slice); default: over all entries
-       ) -> torch.Tensor:
-    "PQ Index $1 - M_p/M_q$ of the entries of `w` kept by `mask`, in float64; 0 where nothing (or only zeros) survives."
-    check_pq(p, q, 'pqi')
-    if not isinstance(w, torch.Tensor): raise TypeError(f'pqi: w must be a tensor, got {type(w).__name__}')
+def _pq_tensor(w: torch.Tensor, p: float, q: float, mask: torch.Tensor | None = None, dim: int | None = None) -> torch.Tensor:
+    "PQ Index $1 - M_p/M_q$ of the entries of `w` kept by `mask` (all of them, or per slice along `dim`) in float64; 0 where nothing (or only zeros) survives."
     a = w.detach().abs().double()
     if mask is not None:
-        if mask.shape != w.shape: raise ValueError(f'pqi: mask has shape {tuple(mask.shape)}, w has {tuple(w.shape)}')
+        if mask.shape != w.shape: raise ValueError(f'pq_index: mask has shape {tuple(mask.shape)}, the weights {tuple(w.shape)}')
         mask = mask.to(a.device, torch.bool)
         a = a.where(mask, torch.zeros((), dtype=a.dtype, device=a.device))
         d = mask.double().sum() if dim is None else mask.double().sum(dim)
@@ -41,6 +35,37 @@ def pqi(w: torch.Tensor, # the weights
     mp, mq = (red(a.pow(p)) / n).pow(1 / p), (red(a.pow(q)) / n).pow(1 / q)
     index = 1 - mp / mq.clamp_min(torch.finfo(a.dtype).tiny)
     return torch.where((d > 0) & (mq > 0), index.clamp_min(0), torch.zeros_like(index))
+
+# %% ../nbs/40_pqi.ipynb #cf654c45
+SCOPES = ('global', 'layer', 'neuron')
+
+def _rows(w: torch.Tensor) -> torch.Tensor: return w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
+
+def pq_index(obj: nn.Module | torch.Tensor, # a model (its prunable weights) or a weight tensor
+             p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
+             scope: str = 'global', # 'global', 'layer' or 'neuron'
+             masks=None, # surviving entries: a dict {name: bool tensor} (a bool tensor for a tensor), 'nonzero', or None
+            ) -> float | dict | torch.Tensor:
+    """PQ Index $1 - M_p/M_q$ of the surviving weights, in float64 (0 where nothing, or only zeros, survives).
+    Model: 'global' a float, 'layer' {name: float}, 'neuron' {name: tensor per row}.
+    Tensor: 'global' and 'layer' a float, 'neuron' a tensor with one index per row (dimension 0)."""
+    check_pq(p, q, 'pq_index')
+    if scope not in SCOPES: raise ValueError(f'pq_index: scope={scope!r}, expected one of {SCOPES}')
+    if isinstance(obj, torch.Tensor):
+        if isinstance(masks, str): masks = obj != 0 if masks == 'nonzero' else _model_masks(None, masks, {}, 'pq_index')
+        if scope == 'neuron': return _pq_tensor(_rows(obj), p, q, None if masks is None else _rows(masks), dim=1)
+        return float(_pq_tensor(obj, p, q, masks))
+    if not isinstance(obj, nn.Module): raise TypeError(f'pq_index: expected a model or a tensor, got {type(obj).__name__}')
+    weights = prunable_weights(obj)
+    if not weights: raise ValueError(f'pq_index: {type(obj).__name__} has no prunable weight (a `weight` with 2 or more dimensions)')
+    ms = _model_masks(obj, masks, weights, 'pq_index')
+    if scope == 'global':
+        flat = torch.cat([w.detach().reshape(-1).cpu() for w in weights.values()])
+        fm = None if all(m is None for m in ms.values()) else torch.cat(
+            [(m if m is not None else torch.ones_like(w, dtype=torch.bool)).reshape(-1).cpu() for w, m in zip(weights.values(), ms.values())])
+        return float(_pq_tensor(flat, p, q, fm))
+    if scope == 'layer': return {n: float(_pq_tensor(w, p, q, ms[n])) for n, w in weights.items()}
+    return {n: _pq_tensor(_rows(w), p, q, None if ms[n] is None else _rows(ms[n]), dim=1).cpu() for n, w in weights.items()}
 
 # %% ../nbs/40_pqi.ipynb #85e4294c
 def gaussian_pqi(p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
@@ -57,8 +82,6 @@ def uniform_pqi(p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
     return 1 - (1 + p) ** (-1 / p) * (1 + q) ** (1 / q)
 
 # %% ../nbs/40_pqi.ipynb #c55a307c
-SCOPES = ('global', 'layer', 'neuron')
-
 def prunable_weights(model: nn.Module, # any network
                     ) -> dict[str, nn.Parameter]:
     "The weights SAP prunes: every parameter named `weight` with at least 2 dimensions (convolutions, linear layers)."
@@ -78,33 +101,6 @@ def _model_masks(model: nn.Module, masks, weights: dict, who: str) -> dict:
         if tuple(m.shape) != tuple(w.shape): raise ValueError(f'{who}: mask of {n!r} has shape {tuple(m.shape)}, the weight {tuple(w.shape)}')
         out[n] = m.to(w.device, torch.bool)
     return out
-
-def _rows(w: torch.Tensor) -> torch.Tensor: return w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
-
-def pq_index(obj: nn.Module | torch.Tensor, # a model (its prunable weights) or a weight tensor
-             p: float = 0.5, q: float = 1.0, # the norms, 0 < p < q
-             scope: str = 'global', # 'global', 'layer' or 'neuron'
-             masks=None, # surviving entries: a dict {name: bool tensor} (a bool tensor for a tensor), 'nonzero', or None
-            ) -> float | dict | torch.Tensor:
-    """PQ Index over surviving weights. Model: 'global' a float, 'layer' {name: float}, 'neuron' {name: tensor per row}.
-    Tensor: 'global' and 'layer' a float, 'neuron' a tensor with one index per row (dimension 0)."""
-    check_pq(p, q, 'pq_index')
-    if scope not in SCOPES: raise ValueError(f'pq_index: scope={scope!r}, expected one of {SCOPES}')
-    if isinstance(obj, torch.Tensor):
-        if isinstance(masks, str): masks = obj != 0 if masks == 'nonzero' else _model_masks(None, masks, {}, 'pq_index')
-        if scope == 'neuron': return pqi(_rows(obj), p, q, None if masks is None else _rows(masks), dim=1)
-        return float(pqi(obj, p, q, masks))
-    if not isinstance(obj, nn.Module): raise TypeError(f'pq_index: expected a model or a tensor, got {type(obj).__name__}')
-    weights = prunable_weights(obj)
-    if not weights: raise ValueError(f'pq_index: {type(obj).__name__} has no prunable weight (a `weight` with 2 or more dimensions)')
-    ms = _model_masks(obj, masks, weights, 'pq_index')
-    if scope == 'global':
-        flat = torch.cat([w.detach().reshape(-1).cpu() for w in weights.values()])
-        fm = None if all(m is None for m in ms.values()) else torch.cat(
-            [(m if m is not None else torch.ones_like(w, dtype=torch.bool)).reshape(-1).cpu() for w, m in zip(weights.values(), ms.values())])
-        return float(pqi(flat, p, q, fm))
-    if scope == 'layer': return {n: float(pqi(w, p, q, ms[n])) for n, w in weights.items()}
-    return {n: pqi(_rows(w), p, q, None if ms[n] is None else _rows(ms[n]), dim=1).cpu() for n, w in weights.items()}
 
 # %% ../nbs/40_pqi.ipynb #9cabef1c
 def retained_bound(index, # PQ Index I of the weights (float or tensor)
@@ -171,7 +167,7 @@ def sap_masks(model: nn.Module, # trained model whose prunable weights are score
     if scope == 'global':
         a = torch.cat([w.detach().abs().reshape(-1).cpu() for w in weights.values()]).view(1, -1)
         m = torch.cat([ms[n].reshape(-1).cpu() for n in weights]).view(1, -1)
-        index = pqi(a, p, q, m)
+        index = _pq_tensor(a, p, q, m)
         d = int(m.sum())
         c = count(index, d).view(1)
         keep = _pivot_keep(a, m, c).view(-1)
@@ -184,7 +180,7 @@ def sap_masks(model: nn.Module, # trained model whose prunable weights are score
     for n, w in weights.items():
         a, m = _rows(w.detach().abs().cpu()), _rows(ms[n].cpu())
         if scope == 'layer': a, m = a.reshape(1, -1), m.reshape(1, -1)
-        index = pqi(a, p, q, m, dim=1)
+        index = _pq_tensor(a, p, q, m, dim=1)
         d = m.sum(1)
         keep = _pivot_keep(a, m, count(index, d))
         new[n] = keep.view(w.shape).to(ms[n].device)

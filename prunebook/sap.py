@@ -15,7 +15,7 @@ from .models import lr_schedule
 from .graph import ChannelGroup, channel_groups
 from .surgery import choose_channels, remove_channels
 from .allocation import RULES, allocate
-from .pqi import SCOPES, check_pq, pqi, pq_index, prunable_weights, retained_bound, prune_count, sap_masks
+from .pqi import SCOPES, check_pq, pq_index, prunable_weights, retained_bound, prune_count, sap_masks
 
 # %% auto #0
 __all__ = ['train_masked', 'SAPResult', 'sap_scores', 'structured_drop', 'SAPConfig', 'sap_prune', 'one_shot_prune']
@@ -173,13 +173,13 @@ def structured_drop(model: nn.Module, # the trained network whose channels are s
     drop, info = {}, {}
     if allocation != 'paper':           # SAP's bound says how many channels go, the rule says from which groups
         allv = torch.cat(list(scores.values()))
-        index = pqi(allv, p, q)
+        index = torch.tensor(pq_index(allv, p, q), dtype=torch.float64)   # a tensor: `retained_bound` computes in torch
         by_rule = allocate(live, {g: scores[g.idx] for g in live}, count(index, len(allv)) / len(allv), allocation)
         drop = {g.idx: d.tolist() for g, d in by_rule.items()}
         info = {'index': float(index), 'bound': float(retained_bound(index, len(allv), p, q, eta_r))}
     elif scope == 'global':
         allv = torch.cat(list(scores.values()))
-        index = pqi(allv, p, q)
+        index = torch.tensor(pq_index(allv, p, q), dtype=torch.float64)   # a tensor: `retained_bound` computes in torch
         c = count(index, len(allv))
         pivot = allv.sort().values[min(c, len(allv) - 1)] if c > 0 else -math.inf
         for g in live: drop[g.idx] = choose_channels(g, scores[g.idx], min(int((scores[g.idx] < pivot).sum()), len(g) - 1))
@@ -187,7 +187,7 @@ def structured_drop(model: nn.Module, # the trained network whose channels are s
     else:
         info = {'index': {}, 'bound': 0.0}
         for g in live:
-            index = pqi(scores[g.idx], p, q)
+            index = torch.tensor(pq_index(scores[g.idx], p, q), dtype=torch.float64)
             drop[g.idx] = choose_channels(g, scores[g.idx], min(count(index, len(g)), len(g) - 1))
             info['index'][g.idx] = float(index); info['bound'] += float(retained_bound(index, len(g), p, q, eta_r))
     drop = {k: v for k, v in drop.items() if v}
@@ -243,14 +243,14 @@ def _structured_round(init, state, t, prune, x, base0, rule, rewind, track, fit,
     rule = {k: v for k, v in rule.items()}
     drop, info = structured_drop(net, groups, **rule)
     scores = torch.cat(list(info['scores'].values()))
-    rec['channel_pqi'] = {'global': float(pqi(scores, rule['p'], rule['q'])),
-                          'layer_mean': sum(float(pqi(s, rule['p'], rule['q'])) for s in info['scores'].values()) / len(info['scores'])}
+    rec['channel_pqi'] = {'global': pq_index(scores, rule['p'], rule['q']),
+                          'layer_mean': sum(pq_index(s, rule['p'], rule['q']) for s in info['scores'].values()) / len(info['scores'])}
     if prune:
         rec.update(pruned=info['pruned'], bound=info['bound'],
                    index=info['index'] if isinstance(info['index'], float) else {str(k): v for k, v in info['index'].items()})
         kept = torch.cat([torch.ones(len(s), dtype=torch.bool).index_fill_(0, torch.tensor(drop.get(i, []), dtype=torch.long), False)
                           for i, s in info['scores'].items()])
-        rec['pqi_pruned'] = float(pqi(scores, rule['p'], rule['q'], kept))
+        rec['pqi_pruned'] = pq_index(scores, rule['p'], rule['q'], masks=kept)
         if drop:
             if rewind: state['init_t'] = remove_channels(state['init_t'], groups, drop)
             else: state['start'] = remove_channels(net, groups, drop)

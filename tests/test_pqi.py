@@ -5,7 +5,7 @@ import pytest
 import torch, torch.nn as nn
 from hypothesis import given, settings, assume, strategies as st, HealthCheck
 from scipy import integrate
-from prunebook.pqi import (pqi, pq_index, gaussian_pqi, uniform_pqi, retained_bound, prune_count, tail_ratio, sap_masks,
+from prunebook.pqi import (pq_index, gaussian_pqi, uniform_pqi, retained_bound, prune_count, tail_ratio, sap_masks,
                            prunable_weights, three_phases)
 from prunebook.sap import sap_prune, one_shot_prune, structured_drop, sap_scores, train_masked
 from prunebook.data import TensorLoader, random_crop_flip
@@ -16,7 +16,7 @@ PAIRS = [(0.5, 1.0), (1.0, 2.0), (0.3, 1.7), (0.2, 0.6), (1.5, 3.0)]
 vectors = st.lists(st.floats(0.05, 20.0, allow_nan=False), min_size=2, max_size=40).map(
     lambda v: torch.tensor(v, dtype=torch.float64))
 pairs = st.sampled_from(PAIRS)
-S = lambda w, p, q: float(pqi(w, p, q))
+S = lambda w, p, q: pq_index(w, p, q)
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -77,7 +77,7 @@ def test_p2_babies(w, pq, n):
     grown = torch.cat([w, torch.zeros(n, dtype=w.dtype)])
     assert S(grown, *pq) > S(w, *pq)
     # ... unless the zeros are masked out: PQI over survivors ignores them
-    assert math.isclose(float(pqi(grown, *pq, mask=grown != 0)), S(w, *pq), rel_tol=1e-12, abs_tol=1e-15)
+    assert math.isclose(pq_index(grown, *pq, masks=grown != 0), S(w, *pq), rel_tol=1e-12, abs_tol=1e-15)
 
 
 # ---- Theorem 1 (range) and Theorem 2 (bound on retained weights) ----
@@ -101,7 +101,7 @@ def test_theorem2_bound_holds_for_every_r(w, pq):
     p, q = pq
     eta = tail_ratio(w, p)
     r = torch.arange(1, len(w) + 1, dtype=torch.float64)
-    assert bool((r >= retained_bound(pqi(w, p, q), len(w), p, q, eta) * (1 - 1e-9) - 1e-9).all())
+    assert bool((r >= retained_bound(pq_index(w, p, q), len(w), p, q, eta) * (1 - 1e-9) - 1e-9).all())
 
 
 def test_one_sparse_and_uniform_extremes():
@@ -148,7 +148,7 @@ def test_uniform_and_laplace_pqi_monte_carlo():
 def test_mask_equals_survivors(w, seed, pq):
     m = torch.rand(len(w), generator=torch.Generator().manual_seed(seed)) < 0.6
     assume(bool(m.any()) and float(w[m].abs().max()) > 1e-6)
-    assert math.isclose(float(pqi(w, *pq, mask=m)), S(w[m], *pq), rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(pq_index(w, *pq, masks=m), S(w[m], *pq), rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_scopes_on_a_model():
@@ -176,11 +176,11 @@ def test_scopes_on_a_model():
 
 def test_errors_name_the_argument():
     w = torch.randn(10)
-    with pytest.raises(ValueError, match='0 < p < q'): pqi(w, 1.0, 1.0)
+    with pytest.raises(ValueError, match='0 < p < q'): pq_index(w, 1.0, 1.0)
     with pytest.raises(ValueError, match='0 < p < q'): pq_index(w, -0.5, 1.0)
     with pytest.raises(ValueError, match="scope='row'"): pq_index(w, scope='row')
     with pytest.raises(TypeError, match='expected a model or a tensor'): pq_index([1.0, 2.0])
-    with pytest.raises(ValueError, match='mask has shape'): pqi(w, mask=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match='mask has shape'): pq_index(w, masks=torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match='beta'): prune_count(0.1, 10, beta=1.2)
     with pytest.raises(ValueError, match='fraction'): sap_masks(nn.Linear(3, 3), fraction=1.5)
     with pytest.raises(ValueError, match="no entry for prunable weight '1.weight'"):
@@ -188,9 +188,9 @@ def test_errors_name_the_argument():
 
 
 def test_zero_and_empty():
-    assert float(pqi(torch.zeros(5))) == 0.0
-    assert float(pqi(torch.randn(5), mask=torch.zeros(5, dtype=torch.bool))) == 0.0
-    rows = pqi(torch.tensor([[0., 0, 0], [1, 0, 0]]), dim=1)
+    assert pq_index(torch.zeros(5)) == 0.0
+    assert pq_index(torch.randn(5), masks=torch.zeros(5, dtype=torch.bool)) == 0.0
+    rows = pq_index(torch.tensor([[0., 0, 0], [1, 0, 0]]), scope='neuron')
     assert rows.tolist() == [0.0, pytest.approx(1 - 3 ** (1 - 2))]
 
 
@@ -232,7 +232,7 @@ def test_sap_masks_counts_and_monotonicity(seed, scope, pq, fraction):
              [(w.detach()[i], m0[n][i], m1[n][i]) for n, w in prunable_weights(net).items() for i in range(w.shape[0])])
     for w, a, b in units:
         d = int(a.sum())
-        c = math.floor(d * fraction + 1e-9) if fraction is not None else int(prune_count(pqi(w, p, q, a), d, p, q))
+        c = math.floor(d * fraction + 1e-9) if fraction is not None else int(prune_count(pq_index(w, p, q, masks=a), d, p, q))
         assert int(a.sum() - b.sum()) == c
         if 0 < c < d: assert float(w[a & ~b].abs().max()) <= float(w[b].abs().min())   # the smallest went
 
