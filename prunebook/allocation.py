@@ -8,15 +8,15 @@ import math, warnings
 from typing import Mapping, Sequence
 import torch
 from fastcore.basics import patch
-from .core import bisect, count_macs, count_params  # noqa: F401 (bisect: re-exported for compare until it imports it from core)
+from .core import count_macs, count_params
 from .graph import ChannelGroup
 from .surgery import choose_channels
 
 # %% auto #0
-__all__ = ['RULES', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group']
+__all__ = ['ALLOCATIONS', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group']
 
 # %% ../nbs/05_allocation.ipynb #85b7ca50
-RULES = ('uniform', 'global', 'normalized', 'rank', 'cost')
+ALLOCATIONS = ('uniform', 'global', 'normalized', 'rank', 'cost')
 
 def floor(n: int, # channels of the group
           min_fraction: float = 0.1, # keep at least this fraction of the group...
@@ -175,14 +175,14 @@ def _global_counts(keys: list[torch.Tensor], total: int, caps: list[int]) -> tup
 def allocate(groups: Sequence[ChannelGroup], # from `channel_groups`
              scores: Mapping, # {group (or its index): per-channel scores, higher = more important}; groups absent are kept whole
              amount: float, # fraction of the scored channels to remove, in [0, 1) ('uniform': of each group)
-             rule: str = 'normalized', # one of `RULES`: how many channels each group loses
+             rule: str = 'normalized', # one of `ALLOCATIONS`: how many channels each group loses
              min_fraction: float = 0.1, # every group keeps at least this fraction of its channels...
              min_channels: int = 1, # ...and at least this many
              norm: str = 'mean', # 'normalized' and 'cost': divide each group's scores by their 'mean' or 'max' magnitude
              metric: str = 'macs', # 'cost': rank by score per 'macs' or per 'params' saved
             ) -> dict:
     "{group: LongTensor of the channels to drop}: how many channels each group loses by `rule`, the lowest-scored ones."
-    if rule not in RULES: raise ValueError(f'allocate: rule={rule!r}, expected one of {", ".join(RULES)}')
+    if rule not in ALLOCATIONS: raise ValueError(f'allocate: rule={rule!r}, expected one of {", ".join(ALLOCATIONS)}')
     if not 0 <= amount < 1: raise ValueError(f'allocate: amount={amount} must lie in [0, 1)')
     items = _scored(groups, scores)
     if not items: return {}

@@ -15,7 +15,7 @@ from .data import synthetic, dataloader, cifar_transform, preload, TensorLoader,
 from .models import cifar_resnet, train, finetune
 from .surgery import prune_uniform, save_pruned
 from .dfpc import dfpc_prune
-from .allocation import RULES
+from .allocation import ALLOCATIONS
 from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare, comparison_table
 
 # %% auto #0
@@ -157,12 +157,12 @@ DATASETS = ('cifar10', 'mnist', 'synthetic')
 class CLIError(Exception):
     "A user error of the `prunebook` command: printed as one line, exit code 2."
 
-def check_method(method: str # a name from `CLI_METHODS`, or `name:rule` with a rule from `allocation.RULES`
+def check_method(method: str # a name from `CLI_METHODS`, or `name:rule` with a rule from `allocation.ALLOCATIONS`
                 ) -> str:
     "`method` itself, or a `CLIError` naming `--method` and what it accepts."
     name, _, rule = method.partition(':')
-    if name not in CLI_METHODS or (rule and rule not in RULES):
-        raise CLIError(f"--method: {method!r} is not one of {', '.join(CLI_METHODS)}, optionally as name:rule with rule one of {', '.join(RULES)}")
+    if name not in CLI_METHODS or (rule and rule not in ALLOCATIONS):
+        raise CLIError(f"--method: {method!r} is not one of {', '.join(CLI_METHODS)}, optionally as name:rule with rule one of {', '.join(ALLOCATIONS)}")
     return method
 
 def load_model(path: str # a whole model saved with `torch.save(model, path)`
@@ -266,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     d.add_argument('--out', default='prunebook-demo', help='output prefix for the .json table and .png plot')
     q = sub.add_parser('prune', help='prune one model by one method to a MACs target and save it')
-    q.add_argument('--method', required=True, help=f"one of {', '.join(CLI_METHODS)}, or name:rule with rule one of {', '.join(RULES)}")
+    q.add_argument('--method', required=True, help=f"one of {', '.join(CLI_METHODS)}, or name:rule with rule one of {', '.join(ALLOCATIONS)}")
     q.add_argument('--model', required=True, help=f"one of {', '.join(MODELS)}, or a whole model saved with torch.save")
     q.add_argument('--data', required=True, choices=DATASETS)
     q.add_argument('--target-macs', type=float, required=True, help='fraction of the MACs to keep, in (0, 1)')

@@ -10,12 +10,12 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch.utils.data import Subset
 from fastcore.basics import store_attr
-from .core import count_macs, count_params, default_device, evaluate, latency_ratio
+from .core import count_macs, count_params, default_device, evaluate, latency_ratio, bisect
 from .data import TensorLoader, cifar10, mnist, per_class_subset, preload, synthetic
 from .models import FINETUNE, FinetuneProtocol, ShortcutA, cifar_resnet, finetune, load_cifar_resnet, train, trained_lenet
 from .graph import channel_groups
 from .surgery import l1_scores, prune_uniform, remove_channels
-from .allocation import RULES, SizeModel, allocate, bisect, removed_per_group
+from .allocation import ALLOCATIONS, SizeModel, allocate, removed_per_group
 from .tvs import itertvsprune, tvs_scores, tvsprune
 from .dfpc import dfpc_prune, dfpc_scores
 from .pfp import pfp_prune, pfp_scores
@@ -222,7 +222,7 @@ METHODS: dict[str, Callable] = {
 def allocated_drop(method: str, # a key of `SCORES`
                    task: Task, # the network and data
                    target: float, # fraction of the MACs to keep
-                   rule: str, # one of `allocation.RULES`
+                   rule: str, # one of `allocation.ALLOCATIONS`
                    **kwargs, # more `allocate` options (`min_fraction`, `min_channels`, `norm`)
                   ) -> dict:
     "{group: channels}: `method`'s scores allocated by `rule`, the amount bisected on `SizeModel` MACs to `target`."
@@ -248,7 +248,7 @@ def _prune_allocated(method: str, rule: str, task: Task, target: float, tpp_iter
     return _tpp_on(task, drop, tpp_iters, device) if method == 'tpp' else remove_channels(task.model, task.groups, drop)
 
 # %% ../nbs/90_comparison.ipynb #9b33a282
-def prune_to(method: str, # a key of `METHODS` (the method's own rule), or 'name:rule' with `name` in `SCORES`, `rule` in `RULES`
+def prune_to(method: str, # a key of `METHODS` (the method's own rule), or 'name:rule' with `name` in `SCORES`, `rule` in `ALLOCATIONS`
              task: Task, # the network and data
              target: float, # fraction of the dense network's MACs to keep, in (0, 1)
              tpp_iters: int = 200, # TPP's regularization iterations (they count in its training budget)
@@ -256,8 +256,8 @@ def prune_to(method: str, # a key of `METHODS` (the method's own rule), or 'name
             ) -> nn.Module:
     "A physically pruned copy of `task.model` with about `target` of its MACs, by `method`; the task's model is untouched."
     name, _, rule = method.partition(':')
-    if rule and (name not in SCORES or rule not in RULES):
-        raise ValueError(f'prune_to: method={method!r}, expected name:rule with name in {", ".join(SCORES)} and rule in {", ".join(RULES)}')
+    if rule and (name not in SCORES or rule not in ALLOCATIONS):
+        raise ValueError(f'prune_to: method={method!r}, expected name:rule with name in {", ".join(SCORES)} and rule in {", ".join(ALLOCATIONS)}')
     if not rule and method not in METHODS: raise ValueError(f'prune_to: method={method!r}, expected one of {", ".join(METHODS)} or name:rule')
     if not 0 < target < 1: raise ValueError(f'prune_to: target={target} must lie in (0, 1) (a fraction of the MACs kept)')
     with torch.random.fork_rng():

@@ -11,7 +11,7 @@ from .core import bisect, model_device
 from .graph import ChannelGraph, ChannelGroup, channel_groups
 from .rules import node_input
 from .surgery import remove_channels, l1_scores, check_same_model
-from .allocation import RULES, SizeModel, allocate
+from .allocation import ALLOCATIONS, SizeModel, allocate
 from .dataflow import rowsum, colsum, transfer, flow, node_order
 
 # %% auto #0
@@ -249,13 +249,13 @@ def dfpc_plan(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel
               target: float, # the fraction of `metric` to keep, in (0, 1]
               metric: str = 'macs', # 'macs' (per sample), 'params' or 'channels' (of the prunable groups)
               prune_coupled: bool = True, # False: leave coupled groups alone
-              allocation: str = 'paper', # 'paper': global minimum of the raw scores; or a rule of `prunebook.allocation.RULES`
+              allocation: str = 'paper', # 'paper': global minimum of the raw scores; or a rule of `prunebook.allocation.ALLOCATIONS`
              ) -> tuple[dict, dict]:
     """The channels to drop ({group: indices}) to bring `metric` to `target` × its original value, and the fractions
     reached. The paper's rule may empty a group down to one channel; the other rules keep `allocate`'s floor."""
     if metric not in METRICS: raise ValueError(f'metric={metric!r}: expected one of {METRICS}')
     if not 0 < target <= 1: raise ValueError(f'target={target}: expected a fraction in (0, 1] of the original {metric}')
-    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"allocation={allocation!r}: expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and allocation not in ALLOCATIONS: raise ValueError(f"allocation={allocation!r}: expected 'paper' or one of {ALLOCATIONS}")
     if not scores: raise ValueError('scores: no prunable channel group')
     size = SizeModel(next(iter(scores)).graph.groups)
     if allocation == 'paper':
@@ -282,7 +282,7 @@ def dfpc_prune(model: nn.Module, # the network (eval-mode BatchNorm statistics a
                pairs: str | Callable = 'dataflow', # for 'dfpc': see `dfpc_saliency`
                seed: int = 0, # for 'random'
                groups: Sequence[ChannelGroup] | None = None, # `channel_groups(model, example_inputs)`, to skip tracing
-               allocation: str = 'paper', # 'paper' (global minimum of raw scores) or a rule of `prunebook.allocation.RULES`
+               allocation: str = 'paper', # 'paper' (global minimum of raw scores) or a rule of `prunebook.allocation.ALLOCATIONS`
                inplace: bool = False, # modify `model` itself (impossible when shortcuts must be rewritten)
               ) -> nn.Module:
     "`model` with channels removed in DFPC's order (static scores) down to `target`; data-free. See `.dfpc_info`."

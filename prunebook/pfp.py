@@ -11,7 +11,7 @@ from .core import bisect, count_params
 from .data import first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import remove_channels, choose_channels
-from .allocation import RULES, SizeModel, allocate
+from .allocation import ALLOCATIONS, SizeModel, allocate
 from .sensitivity import LayerSensitivity, as_conv2d, layer_sensitivity, pfp_sensitivities, split_signs
 
 # %% auto #0
@@ -242,7 +242,7 @@ def pfp_step(model: nn.Module, # the network to prune (not modified)
              c: float = 3.0, # constant of torchprune's sample-complexity coefficient S · 2c · log(...) (3)
              generator: torch.Generator | None = None, # source of the randomized variant's draws; default torch's global one
              device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
-             allocation: str = 'paper', # 'paper': one ε for all layers; or a rule of `prunebook.allocation.RULES` (deterministic)
+             allocation: str = 'paper', # 'paper': one ε for all layers; or a rule of `prunebook.allocation.ALLOCATIONS` (deterministic)
             ) -> nn.Module:
     "One PFP step: a copy of `model` pruned to about `target` parameters (details in `model.pfp_history[-1]`)."
     t0 = time.perf_counter()
@@ -284,14 +284,14 @@ def pfp_prune(model: nn.Module, # the network to prune (not modified)
               c: float = 3.0, # constant of torchprune's sample-complexity coefficient S · 2c · log(...) (3)
               seed: int = 0, # seed of the randomized variant's draws
               device: str | torch.device | None = None, # where sensitivities are computed; default CUDA when present
-              allocation: str = 'paper', # 'paper': one ε for all layers (may empty a layer to one channel); or a rule of `allocation.RULES`
+              allocation: str = 'paper', # 'paper': one ε for all layers (may empty a layer to one channel); or a rule of `allocation.ALLOCATIONS`
              ) -> nn.Module:
     "A copy of `model` with `prune_ratio` of its parameters removed by Provable Filter Pruning; each step is in `.pfp_history`."
     if not 0 <= prune_ratio < 1: raise ValueError(f'pfp_prune: prune_ratio={prune_ratio} must lie in [0, 1)')
     if not 0 < delta < 1: raise ValueError(f'pfp_prune: delta={delta} must lie in (0, 1)')
     if variant not in ('deterministic', 'randomized'): raise ValueError(f"pfp_prune: variant={variant!r}, expected 'deterministic' or 'randomized'")
     if iterative_steps < 1: raise ValueError(f'pfp_prune: iterative_steps={iterative_steps}, expected at least 1')
-    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"pfp_prune: allocation={allocation!r}, expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and allocation not in ALLOCATIONS: raise ValueError(f"pfp_prune: allocation={allocation!r}, expected 'paper' or one of {ALLOCATIONS}")
     if allocation != 'paper' and variant != 'deterministic': raise ValueError(f"pfp_prune: allocation={allocation!r} needs variant='deterministic'")
     total, gen, work = count_params(model), torch.Generator().manual_seed(seed), model
     for t in range(1, iterative_steps + 1):

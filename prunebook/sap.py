@@ -14,7 +14,7 @@ from .data import first_input
 from .models import lr_schedule
 from .graph import ChannelGroup, channel_groups
 from .surgery import choose_channels, remove_channels
-from .allocation import RULES, allocate
+from .allocation import ALLOCATIONS, allocate
 from .pqi import SCOPES, check_pq, pq_index, prunable_weights, retained_bound, prune_count, sap_masks
 
 # %% auto #0
@@ -160,14 +160,14 @@ def structured_drop(model: nn.Module, # the trained network whose channels are s
                     beta: float = 0.9, # largest fraction β pruned in one round, in [0, 1)
                     scope: str = 'global', # 'global' (one PQI over all channels) or 'layer' (one per group)
                     fraction: float | None = None, # drop this fraction of each scope's channels instead
-                    allocation: str = 'paper', # 'paper': `scope`'s pivot; or a rule of `allocation.RULES` placing SAP's global count
+                    allocation: str = 'paper', # 'paper': `scope`'s pivot; or a rule of `allocation.ALLOCATIONS` placing SAP's global count
                    ) -> tuple[dict, dict]:
     "One structured SAP step: {group index: channels to drop} for `remove_channels`, and {'index', 'bound', 'pruned'}."
     check_pq(p, q, 'structured_drop')
     if scope not in ('global', 'layer'): raise ValueError(f"structured_drop: scope={scope!r}, expected 'global' or 'layer'")
     live = [g for g in groups if g.prunable]
     if not live: raise ValueError('structured_drop: the model has no prunable channel group')
-    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"structured_drop: allocation={allocation!r}, expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and allocation not in ALLOCATIONS: raise ValueError(f"structured_drop: allocation={allocation!r}, expected 'paper' or one of {ALLOCATIONS}")
     scores = {g.idx: v for g, v in sap_scores(model, live).items()}
     count = lambda index, d: int(math.floor(d * fraction + 1e-9)) if fraction is not None else int(prune_count(index, d, p, q, eta_r, gamma, beta))
     drop, info = {}, {}
@@ -285,7 +285,7 @@ class SAPConfig:
     beta: float = 0.9 # largest fraction β pruned in one round, in [0, 1)
     scope: str = 'global' # 'global', 'layer' or 'neuron' (structured: 'global' or 'layer')
     structured: bool = False # remove whole channels physically (prunebook's extension) instead of masking weights
-    allocation: str = 'paper' # structured: 'paper' (the pivot of `scope`) or a rule of `allocation.RULES` placing SAP's count
+    allocation: str = 'paper' # structured: 'paper' (the pivot of `scope`) or a rule of `allocation.ALLOCATIONS` placing SAP's count
     rewind: bool = True # rewind survivors to the initial values every round (else continue from the trained ones)
     epochs_per_round: int = 1 # training epochs of every round
     fraction: float | None = None # prune this fixed fraction each round instead (the lottery-ticket baseline)
@@ -305,8 +305,8 @@ class SAPConfig:
         if not 0 <= self.beta < 1: raise ValueError(f'sap_prune: beta={self.beta} must lie in [0, 1)')
         if self.eta_r < 0 or self.gamma < 0: raise ValueError(f'sap_prune: eta_r={self.eta_r} and gamma={self.gamma} must be >= 0')
         if self.fraction is not None and not 0 < self.fraction < 1: raise ValueError(f'sap_prune: fraction={self.fraction} must lie in (0, 1)')
-        if self.allocation != 'paper' and (not self.structured or self.allocation not in RULES):
-            raise ValueError(f"sap_prune: allocation={self.allocation!r} needs structured=True and one of {RULES}")
+        if self.allocation != 'paper' and (not self.structured or self.allocation not in ALLOCATIONS):
+            raise ValueError(f"sap_prune: allocation={self.allocation!r} needs structured=True and one of {ALLOCATIONS}")
         pairs = [(float(self.p), float(self.q)), *[(float(a), float(b)) for a, b in self.track]]
         object.__setattr__(self, 'track', tuple(dict.fromkeys(pairs)))
 

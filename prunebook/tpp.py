@@ -13,7 +13,7 @@ from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import choose_channels, l1_scores, remove_channels, normalize_drop, check_same_model
 from .models import train
-from .allocation import RULES, allocate
+from .allocation import ALLOCATIONS, allocate
 
 # %% auto #0
 __all__ = ['jacobian_singular_values', 'TPPRegularizer', 'tpp_scores', 'l1_drop', 'tpp_regularize', 'tpp_prune']
@@ -332,16 +332,16 @@ def tpp_prune(model: nn.Module, # a trained network (not modified unless `inplac
               log_every: int = 50, # log the regularization phase every this many steps (`.tpp['log']`)
               progress: bool = True, # print progress of both phases
               inplace: bool = False, # regularize `model` itself instead of a copy
-              allocation: str = 'paper', # 'paper': `prune_ratio` in every selected layer; or a rule of `allocation.RULES` (L1 scores)
+              allocation: str = 'paper', # 'paper': `prune_ratio` in every selected layer; or a rule of `allocation.ALLOCATIONS` (L1 scores)
              ) -> nn.Module:
     "Choose filters by L1, regularize them away (`tpp_regularize`), remove them (`remove_channels`), fine-tune; returns the pruned model, details in `.tpp`."
     if example_inputs is None: example_inputs = first_input(train_loader)
     work = model if inplace else copy.deepcopy(model)
     groups = channel_groups(work, example_inputs)
     if allocation == 'paper': drop = l1_drop(groups, prune_ratio, layers)
-    elif allocation in RULES and not isinstance(prune_ratio, Mapping):
+    elif allocation in ALLOCATIONS and not isinstance(prune_ratio, Mapping):
         drop = allocate(groups, tpp_scores(groups, layers), prune_ratio, allocation)
-    else: raise ValueError(f"tpp_prune: allocation={allocation!r} needs 'paper', or one of {RULES} with one float prune_ratio")
+    else: raise ValueError(f"tpp_prune: allocation={allocation!r} needs 'paper', or one of {ALLOCATIONS} with one float prune_ratio")
     reg = TPPRegularizer.from_groups(work, groups, drop, alpha=alpha, delta=ceiling * interval / ramp_iters,
                                      interval=interval, ceiling=ceiling, weight_reg=weight_reg, bn_reg=bn_reg)
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from .core import ClassStats, Moments, count_params, count_macs, evaluate, defau
 from .data import batches, first_input
 from .graph import ChannelGroup, channel_groups
 from .surgery import remove_channels, choose_channels
-from .allocation import RULES, SizeModel, allocate
+from .allocation import ALLOCATIONS, SizeModel, allocate
 from .tvbounds import pairwise_bhattacharyya, hellinger_sq, class_pairs
 
 # %% auto #0
@@ -184,7 +184,7 @@ def allocated_drop(scores: dict, # {group: (score, distance)} from `group_scores
                    groups: Sequence[ChannelGroup], # all the channel groups of the model
                    target: float, # the fraction of `base_params` to remove
                    base_params: int, # parameters the sparsity is measured against
-                   rule: str, # one of `prunebook.allocation.RULES`
+                   rule: str, # one of `prunebook.allocation.ALLOCATIONS`
                    max_fraction: float = 0.9, # most of a group's channels removed
                   ) -> tuple[dict, float, float]:
     "The drop by allocation `rule` on the distances whose parameter sparsity is nearest `target` (and the fraction of channels, and the sparsity)."
@@ -206,7 +206,7 @@ def tvsprune(model: nn.Module, # the trained network (copied unless `inplace`)
              groups: str = 'all', # 'all' prunable groups, or 'single' (one producer: residual streams kept whole)
              layer_types: tuple = (nn.Conv2d,), # producers that may be pruned
              max_fraction: float = 0.9, # most of a group's channels one call removes
-             allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.RULES` (needs `sparsity`)
+             allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.ALLOCATIONS` (needs `sparsity`)
              heldout=None, # optional data: accuracy of the pruned model goes in the report
              base_params: int | None = None, # parameters sparsity is measured against (default: `model`'s)
              batch_size: int = 256, # samples per forward pass
@@ -217,7 +217,7 @@ def tvsprune(model: nn.Module, # the trained network (copied unless `inplace`)
     "Prune the least class-separable filters of `model` from class-conditional statistics of `data`, without fine-tuning."
     if sparsity is not None and threshold is not None: raise ValueError('tvsprune: give `sparsity` or `threshold`, not both')
     if sparsity is not None and not 0 <= sparsity < 1: raise ValueError(f'tvsprune: sparsity={sparsity} must lie in [0, 1)')
-    if allocation != 'paper' and allocation not in RULES: raise ValueError(f"tvsprune: allocation={allocation!r}, expected 'paper' or one of {RULES}")
+    if allocation != 'paper' and allocation not in ALLOCATIONS: raise ValueError(f"tvsprune: allocation={allocation!r}, expected 'paper' or one of {ALLOCATIONS}")
     if allocation != 'paper' and sparsity is None: raise ValueError(f'tvsprune: allocation={allocation!r} needs a `sparsity` target')
     if score not in SCORES: raise ValueError(f'tvsprune: score={score!r}, expected one of {SCORES}')
     if threshold is None and sparsity is None: threshold = 0.5
@@ -249,7 +249,7 @@ def itertvsprune(model: nn.Module, # the trained network (not modified)
                  max_iters: int = 60, # most iterations
                  min_step: float = 0.004, # smallest sparsity step before giving up
                  n_per_class: int | None = 100, # samples used per class (None: all)
-                 allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.RULES` (sparsity mode only)
+                 allocation: str = 'paper', # 'paper' (the layer-relative threshold) or a rule of `prunebook.allocation.ALLOCATIONS` (sparsity mode only)
                  batch_size: int = 256, # samples per forward pass
                  device=None, # where to compute (default: CUDA if present, else CPU)
                  progress: bool = False, # print each iteration

@@ -6,7 +6,7 @@ from prunebook.tvbounds import (bhattacharyya_diag, bhattacharyya_full, hellinge
                                 tv_equal_cov, tv_monte_carlo, diag_gaussian, pairwise_bhattacharyya, class_pairs, moments_of)
 from prunebook.tvs import (tvsprune, itertvsprune, threshold_drop, plan_sparsity, group_scores, collect_stats, tvs_scores,
                            select_groups, feature_module, per_sample_stats, filter_scores)
-from prunebook.allocation import RULES
+from prunebook.allocation import ALLOCATIONS
 from prunebook.ldiff import ldiff, spearman
 from prunebook.graph import channel_groups
 from prunebook.surgery import remove_channels
@@ -121,7 +121,7 @@ def test_tvsprune_keeps_caller_model_and_hits_sparsity():
     with pytest.raises(ValueError, match='not both'): tvsprune(m, _data(), sparsity=0.1, threshold=0.5)
     with pytest.raises(ValueError, match='sparsity='): tvsprune(m, _data(), sparsity=1.2)
 
-@pytest.mark.parametrize('rule', RULES)
+@pytest.mark.parametrize('rule', ALLOCATIONS)
 def test_every_allocation_reaches_the_sparsity(rule):
     "Any allocation rule of prunebook.allocation, on TVS's scores, hits a parameter target; the scores cover the scored groups."
     m = cifar_resnet(8, num_classes=3).eval()
