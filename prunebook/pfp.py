@@ -166,7 +166,7 @@ def allocate_eps(groups: Sequence[ChannelGroup], # the groups to prune
         for g in groups:
             S = float(s[g].sum())
             if S <= 0: out.append(1); continue
-            m = max(1.0, math.ceil(K * (6 + 2 * eps) * coeffs[g] / eps ** 2))
+            m = max(1.0, float(math.ceil(K * (6 + 2 * eps) * coeffs[g] / eps ** 2)))   # a float: tiny ε gives counts past int64
             out.append(min(len(g), max(1, math.ceil(expected_unique(s[g] / S, m) - 1e-9))))
         return torch.tensor(out)
     def plan(log_eps: float) -> tuple[torch.Tensor, int]:

@@ -307,3 +307,10 @@ def test_lenet5_on_mnist():
     out = pfp_prune(net, [(x, None)], prune_ratio=0.8, delta=1e-12)
     assert out.pfp_history[-1]['n_points'] == default_points(net, 1e-12) == 120 and abs(count_params(out) - 0.2 * count_params(net)) < 0.01 * count_params(net)
     with torch.no_grad(): assert out(x).shape == (130, 10)
+
+def test_small_prune_ratio_does_not_overflow():
+    "A tiny prune ratio drives the ε bisection to ε ~ 1e-10, where sample sizes pass int64: no OverflowError, a smaller model."
+    torch.manual_seed(0)
+    net, x = lenet5(), torch.randn(64, 1, 28, 28)
+    out = pfp_prune(net, [x], prune_ratio=0.01, n_points=64, device='cpu')
+    assert count_params(out) < count_params(net)
