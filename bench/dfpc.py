@@ -21,24 +21,25 @@ from prunebook.core import bisect, count_macs, count_params, evaluate
 from prunebook.data import cifar10, cache_dir, synthetic
 from prunebook.models import load_cifar_resnet, cifar_resnet, cifar_stem_resnet, cifar_mobilenet_v2
 from prunebook.graph import channel_groups
-from prunebook.dfpc import (dfpc_saliency, dfpc_prune, dfpc_scores, dataflow_pairs, lexicographic_pairs, is_coupled,
-                            removal_order)
+from prunebook.dfpc import dfpc_saliency, dfpc_prune, dfpc_scores, dataflow_pairs, lexicographic_pairs, is_coupled
 from prunebook.dfpc_reference import unrolled_saliency
 
 p = bench_args(__doc__)
 p.add_argument('--fresh', action='store_true', help='ignore the partial results of an earlier run')
+p.add_argument('--levels', nargs='+', type=float, default=[0.95, 0.9, 0.85, 0.8, 0.7, 0.6], help='fractions of the MACs kept in the sweep')
 args = p.parse_args()
 SMOKE = args.smoke          # ResNet-8 (random weights) on 40 synthetic images, small models timed: the same code path in seconds
 OUT = results_dir(args)
 warnings.filterwarnings('ignore')
 torch.manual_seed(0)
-LEVELS = [0.8] if SMOKE else [0.95, 0.9, 0.85, 0.8, 0.7, 0.6]     # fraction of the MACs kept
+LEVELS = [0.8] if SMOKE else args.levels                         # fraction of the MACs kept
 REPS = (2, 1) if SMOKE else (40, 6)                               # latency runs at batch 1 and 64
 BIG_BATCH = 4 if SMOKE else 64                                    # the 'b64' batch (smoke: 4, a check, not a result)
 MATCH_TOL = 0.05 if SMOKE else 0.005                              # Torch-Pruning's MACs matched to this fraction
 STEP = 33 if SMOKE else 1                                         # % of the channels per step of the operating-point search
-METHODS = {'DFPC': ('dfpc', True), 'DFPC, no coupled channels': ('dfpc', False), 'grouped L1': ('l1', True),
-           'random': ('random', True)}
+METHODS = {'DFPC': ('dfpc', True, 'paper'), 'DFPC, no coupled channels': ('dfpc', False, 'paper'),
+           'DFPC normalized': ('dfpc', True, 'normalized'), 'DFPC normalized, no coupled channels': ('dfpc', False, 'normalized'),
+           'grouped L1': ('l1', True, 'paper'), 'random': ('random', True, 'paper')}   # name -> (score, prune_coupled, allocation)
 TP = 'Torch-Pruning group magnitude (first convs only)'
 # part 3: the models timed, the one the reference and the string rule are measured on, and the input size
 TIMED = ({'ResNet-8': lambda: cifar_resnet(8), 'MobileNet-V2 (x0.25)': lambda: cifar_mobilenet_v2(width_mult=0.25)} if SMOKE else
@@ -90,25 +91,24 @@ def resnet56_part():
                                    **speedups(base, model), **(extra or {})})
         rows.append(r)
     for level in LEVELS:
-        for method, (score, coupled) in METHODS.items():
+        for method, (score, coupled, alloc) in METHODS.items():
             if f'sweep/{method}/{level}' in state: rows.append(state[f'sweep/{method}/{level}']); continue
-            p = dfpc_prune(base, x, level, 'macs', score=scores[score], prune_coupled=coupled)
-            n_cc = sum(1 for g, k in removal_order(scores[score], coupled)[:p.dfpc_info['removed']] if is_coupled(g))
-            row(method, level, p, {'removed': p.dfpc_info['removed'], 'removed_coupled': n_cc})
+            p = dfpc_prune(base, x, level, 'macs', score=scores[score], prune_coupled=coupled, allocation=alloc)
+            row(method, level, p, {k: p.dfpc_info[k] for k in ('removed', 'removed_coupled')})
         if f'sweep/{TP}/{level}' in state: rows.append(state[f'sweep/{TP}/{level}']); continue
         ignored = residual_safe_ignored(base)
         ratio, p = bisect(lambda r: tp_prune(base, x, r, ignored=ignored), level * macs0, hi=0.99, tol=MATCH_TOL, key=lambda m: count_macs(m, x))
         row(TP, level, p, {'tp_ratio': ratio})
     # operating point at a 5-point drop, chosen on the held-out split
     ops = []
-    for method, (score, coupled) in list(METHODS.items()) + [(TP, (None, None))]:
+    for method, (score, coupled, alloc) in list(METHODS.items()) + [(TP, (None, None, None))]:
         def held_acc(step):
             key = f'op/{method}/held/{step}'
             if key in state: return state[key]
             return remember(key, lambda: evaluate(build(step), held))
         def build(step):
             if method == TP: return tp_prune(base, x, step / 100, ignored=residual_safe_ignored(base))
-            return dfpc_prune(base, x, 1 - step / 100, 'channels', score=scores[score], prune_coupled=coupled)
+            return dfpc_prune(base, x, 1 - step / 100, 'channels', score=scores[score], prune_coupled=coupled, allocation=alloc)
         lo, hi = 0, 99 // STEP * STEP               # largest step (STEP% of channels each) with held-out drop <= 5 points
         while lo < hi:
             mid = (lo + hi + STEP) // (2 * STEP) * STEP
@@ -118,7 +118,8 @@ def resnet56_part():
             p = build(lo)
             return {'method': method, 'step_percent': lo, 'held_acc': held_acc(lo) if lo else held0,
                     'held_acc_next_step': held_acc(min(lo + STEP, 99 // STEP * STEP)), 'test_acc': evaluate(p, test), 'macs': count_macs(p, x) / macs0,
-                    'params': count_params(p) / params0, **speedups(base, p)}
+                    'params': count_params(p) / params0, 'removed_coupled': getattr(p, 'dfpc_info', {}).get('removed_coupled'),
+                    **speedups(base, p)}
         ops.append(remember(f'op/{method}/point', point))
     return {'base': {'test_acc': acc0, 'held_acc': held0, 'macs': macs0, 'params': params0,
                      'saliency_s': state['resnet56/saliency_s']}, 'sweep': rows, 'operating_points': ops}
@@ -209,11 +210,12 @@ def markdown(r56, r101):
     md += ['', '## Operating point at a 5-point drop (chosen on the held-out split, reported on the test split)', '',
            f'Bisection over steps of {STEP}% of the prunable channels (Torch-Pruning: {STEP}% of its ratio) for the largest step whose '
            'held-out accuracy is within 5 points of the unpruned model\'s (assumes accuracy falls with the step).', '',
-           '| method | step (% channels) | held-out acc | held-out acc, next step | test acc | test drop (points) | MACs kept | MACs reduction | speedup b1 | speedup b64 |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           '| method | step (% channels) | held-out acc | held-out acc, next step | test acc | test drop (points) | MACs kept | MACs reduction | speedup b1 | speedup b64 | coupled channels removed |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in r56['operating_points']:
         md.append(f"| {r['method']} | {r['step_percent']} | {r['held_acc']:.2%} | {r['held_acc_next_step']:.2%} | {r['test_acc']:.2%} | "
-                  f"{100 * (b['test_acc'] - r['test_acc']):.2f} | {r['macs']:.3f} | {1 / r['macs']:.2f}x | {r['speedup_b1']:.2f}x | {r['speedup_b64']:.2f}x |")
+                  f"{100 * (b['test_acc'] - r['test_acc']):.2f} | {r['macs']:.3f} | {1 / r['macs']:.2f}x | {r['speedup_b1']:.2f}x | {r['speedup_b64']:.2f}x | "
+                  f"{r.get('removed_coupled') if r.get('removed_coupled') is not None else '-'} |")
     md += ['', f'## Saliency time (random weights, {SIZE}x{SIZE} input, CPU)', '',
            '| model | MACs | channel_groups (s, median of 3) | dfpc_saliency (s, median) | total (s, median) | total, first call (s) |',
            '|---|---|---|---|---|---|']

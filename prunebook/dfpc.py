@@ -302,5 +302,6 @@ def dfpc_prune(model: nn.Module, # the network (eval-mode BatchNorm statistics a
         warnings.warn(f'dfpc_prune: no eligible channel left at {metric} = {reached[metric]:.3f} of the original (target {target})')
     pruned = remove_channels(model, groups, drop, inplace=inplace)
     pruned.dfpc_info = {'target': target, 'metric': metric, 'reached': reached, 'removed': sum(map(len, drop.values())),
+                        'removed_coupled': sum(len(d) for g, d in drop.items() if is_coupled(g)),
                         'score': score if isinstance(score, str) else 'given', 'prune_coupled': prune_coupled, 'allocation': allocation}
     return pruned
