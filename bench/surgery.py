@@ -11,7 +11,7 @@ Parts (`--part`, default all; the parts not run keep their previous results in s
   pruned (the pruned model runs and is smaller) / failed.
 Run: python bench/surgery.py [--part timm] [--smoke] [--out DIR]  (all parts: about an hour on 2 cores; the coverage
 parts resume from DIR/surgery-rows.jsonl if interrupted). Writes DIR/surgery.{json,md}."""
-import sys, copy, json, warnings
+import sys, copy, json, signal, warnings
 from collections import Counter
 from pathlib import Path
 import torch, torch.nn as nn, torchvision
@@ -105,14 +105,21 @@ def check_prunebook(model: nn.Module, x: torch.Tensor) -> dict:
     return dict(prunebook='exact' if err <= 1e-4 else f'failed: differs from masking ({err:.1e})', prunebook_err=err,
                 prunebook_groups=f'{len(ok)}/{len(groups)}', prunebook_params=count_params(pruned) / count_params(model))
 
+TP_LIMIT = 300   # seconds of wall time Torch-Pruning gets per model (it loops without end on some, e.g. efficientvit_m0)
+
+def _time_out(signum, frame): raise TimeoutError(f'no result after {TP_LIMIT} s')
+
 def check_tp(model: nn.Module, x: torch.Tensor) -> dict:
     "Torch-Pruning 1.6.1 removing 30% (L2 group magnitude, the last linear layer kept): pruned (runs, smaller) or failed."
+    old = signal.signal(signal.SIGALRM, _time_out)
+    signal.alarm(TP_LIMIT)
     try:
         m = copy.deepcopy(model)
         last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1:]
         tp.pruner.BasePruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.3,
                              ignored_layers=last).step()
     except Exception as e: return dict(torch_pruning=f'failed: {type(e).__name__}: {e}'[:160])
+    finally: signal.alarm(0); signal.signal(signal.SIGALRM, old)
     try:
         with torch.no_grad(): m(x)
     except Exception as e: return dict(torch_pruning=f'failed: pruned model: {type(e).__name__}: {e}'[:160])
