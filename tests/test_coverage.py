@@ -72,12 +72,16 @@ class GainAfterConv2d(nn.Conv2d):
         super().__init__(*args, **kw); self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1) + 0.5)
     def forward(self, x): return super().forward(x) * self.gain
 
-def test_weight_standardization_folds():
-    "A convolution computing its weight is folded into a plain one, and prunes exactly on both sides."
-    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), WSConv2d(8, 6, 3), nn.ReLU(),
+def around(conv: nn.Module) -> tuple[nn.Module, torch.Tensor, list]:
+    "A small network with `conv` (8 -> 6 channels) as its layer 3, an input, and its channel groups."
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), conv, nn.ReLU(),
                                        nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
     x = torch.randn(2, 3, 12, 12)
-    groups = channel_groups(model, x)
+    return model, x, channel_groups(model, x)
+
+def test_weight_standardization_folds():
+    "A convolution computing its weight is folded into a plain one, and prunes exactly on both sides."
+    model, x, groups = around(WSConv2d(8, 6, 3))
     assert [g.prunable for g in groups] == [True, True, True, False]
     drop = random_drop(groups, 0.5)
     pruned = remove_channels(model, groups, drop)
@@ -87,10 +91,7 @@ def test_weight_standardization_folds():
 
 def test_never_a_broken_model():
     "A layer with a per-channel parameter the graph has no rule for: its channels are refused, the rest prunes exactly."
-    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), GainAfterConv2d(8, 6, 3), nn.ReLU(),
-                                       nn.Conv2d(6, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
-    x = torch.randn(2, 3, 12, 12)
-    groups = channel_groups(model, x)
+    model, x, groups = around(GainAfterConv2d(8, 6, 3))
     assert [g.prunable for g in groups] == [False, True, False]          # conv 0 feeds the traced-through conv: refused
     assert "in '3' (GainAfterConv2d)" in groups[0].reason, groups[0].reason
     drop = random_drop(groups, 0.5)
