@@ -42,7 +42,7 @@ def _probe(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> tuple[torch.Tensor, t
 def computed_weight(m: nn.Module # a module
                    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     "(weight, bias) that a convolution subclass overriding `forward` computes from its parameters, or None if it does more than one convolution with them."
-    if not isinstance(m, _CONV_BASES) or isinstance(m, nn.modules.conv._ConvTransposeNd): return None
+    if not isinstance(m, _CONV_BASES): return None          # transposed convolutions are not among them
     if type(m).forward in (c.forward for c in _CONV_BASES): return None
     k = [d * (s - 1) + 1 for d, s in zip(m.dilation, m.kernel_size)]
     p = m.weight
