@@ -177,11 +177,12 @@ def report():
     for r in done:
         if all(get(r, LONG, lr) for lr in args.lrs):
             gl = {lr: 100 * (get(r, 'TPP', lr)['test_acc'] - get(r, LONG, lr)['test_acc']) for lr in args.lrs}
-            verdict[str(r)]['tpp_minus_l1_equal_iterations'] = {f'{lr:g}': g for lr, g in gl.items()}
+            verdict.setdefault(str(r), {})['tpp_minus_l1_equal_iterations'] = {f'{lr:g}': g for lr, g in gl.items()}
             md.append(f'- ratio {r}, against L1 fine-tuned for as many iterations as TPP\'s regularization plus fine-tuning '
                       f'({LONG_EPOCHS} epochs): TPP − L1 = ' + ', '.join(f'{g:+.2f} at lr {lr:g}' for lr, g in gl.items()) +
                       f" → at least +1.5 at both: **{'met' if all(g >= 1.5 for g in gl.values()) else 'not met'}**.")
     for r, v in verdict.items():
+        if 'tpp_minus_l1' not in v: continue     # one learning rate: no comparison across learning rates
         g = v['tpp_minus_l1']
         md.append(f"- ratio {r}: TPP − (L1 + fine-tune) = " + ', '.join(f'{d:+.2f} at lr {lr}' for lr, d in g.items()) +
                   f" → at least +1.5 at both learning rates: **{'met' if v['tpp_beats_l1_by_1.5_at_both_lrs'] else 'not met'}**; "
