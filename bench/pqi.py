@@ -6,7 +6,8 @@ operating points on the 2,000 held out by `holdout_split`, accuracy reported on 
 
 Part `cifar`: ResNet-20 on CIFAR-10. Training from scratch every round is out of reach on 2 CPU cores, so
 the rewinding point is the published ResNet-20 (`load_cifar_resnet(20)`): each round rewinds the survivors to
-those weights and fine-tunes them on the 45,000-image training split (selection on the 5,000 validation images),
+those weights and fine-tunes them on the 45,000-image training split, or a class-balanced part of it (`--cifar-train`;
+selection on the 5,000 validation images),
 reporting on the 10,000 test images. Also the structured variant (whole channels removed through
 prunebook.surgery), with its parameter, MAC and CPU-latency ratios measured side by side.
 
@@ -23,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, RESULTS, latency_pair
 from prunebook.core import count_params, count_macs, evaluate
-from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic
+from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic, per_class_subset
 from prunebook.models import lenet300_100, load_cifar_resnet, cifar_resnet
 from prunebook.data import preload, TensorLoader
 from prunebook.pqi import three_phases
@@ -174,21 +175,24 @@ def part_mnist(args, data: dict):
 def part_cifar(args, data: dict):
     smoke_split = lambda s: synthetic('test' if s == 'test' else 'train', 2, seed=int(s == 'val'))    # 20 images each
     split = smoke_split if args.smoke else cifar10
-    (X, y), (Xv, yv), (Xt, yt) = preload(split('train')), preload(split('val')), preload(split('test'))
+    train_set = split('train') if args.smoke or args.cifar_train is None else per_class_subset(split('train'), args.cifar_train)
+    (X, y), (Xv, yv), (Xt, yt) = preload(train_set), preload(split('val')), preload(split('test'))
     loaders = lambda: dict(train_loader=TensorLoader(X, y, 128, shuffle=True, seed=0, augment=True),
                            val_loader=TensorLoader(Xv, yv, 500), test_loader=TensorLoader(Xt, yt, 500))
     base = cifar_resnet(8) if args.smoke else load_cifar_resnet(20)
     base_test = evaluate(base, loaders()['test_loader'])
     base_val = evaluate(base, loaders()['val_loader'])
     common = dict(rounds=args.cifar_rounds, epochs_per_round=args.cifar_epochs, lr=0.01, scope='global', seed=0, device=args.device)
+    old = data.get('cifar', {})
     data['cifar'] = {'title': 'CIFAR-10, ResNet-20, rewinding to the published pretrained weights',
                      'budget': (f"Base: load_cifar_resnet(20), {100 * base_test:.2f}% test, {100 * base_val:.2f}% validation. Budget: "
-                                f"{args.cifar_rounds} pruning rounds of {args.cifar_epochs} epoch(s) each on the 45,000-image training split (batch 128, "
+                                f"{args.cifar_rounds} pruning rounds of {args.cifar_epochs} epoch(s) each on {len(y):,} images of the 45,000-image training split{'' if args.cifar_train is None else ' (class-balanced)'} (batch 128, "
                                 "random crops and flips, SGD lr 0.01 cosine, Nesterov momentum 0.9, weight decay 5e-4, gradient clip 1), "
                                 "rewinding the survivors to the published pretrained weights every round (not to a random initialisation: "
                                 "training from scratch each round does not fit 2 CPU cores); checkpoint chosen on the 5,000 validation images, "
                                 "test on the 10,000 test images. Round 0 is the base network fine-tuned for one round like the others."),
-                     'base_test': base_test, 'base_val': base_val, 'runs': data.get('cifar', {}).get('runs', {})}
+                     'base_test': base_test, 'base_val': base_val}
+    data['cifar']['runs'] = old.get('runs', {}) if old.get('budget') == data['cifar']['budget'] else {}   # runs of another budget are not kept
     methods = {'SAP (0.5, 1)': dict(p=0.5, q=1.0), 'SAP (1, 2)': dict(p=1.0, q=2.0), 'LT 20%': dict(fraction=0.2)}
     if args.structured_rounds:
         methods['SAP structured (1, 2)'] = dict(p=1.0, q=2.0, structured=True, rounds=args.structured_rounds)
@@ -215,6 +219,7 @@ if __name__ == '__main__':
     ap.add_argument('--no-scopes', dest='scopes', action='store_false', help='skip the layer and neuron scope runs on MNIST')
     ap.add_argument('--cifar-rounds', type=int, default=15)
     ap.add_argument('--cifar-epochs', type=int, default=2)
+    ap.add_argument('--cifar-train', type=int, default=None, help='CIFAR training images per class (default: all 4,500)')
     ap.add_argument('--structured-rounds', type=int, default=6, help='rounds of the structured variant on CIFAR (0: skip)')
     ap.add_argument('--device', default=None)
     ap.add_argument('--tag', default='main', help='checkpoint folder name (runs with other settings need another tag)')
