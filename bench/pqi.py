@@ -24,9 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, RESULTS, latency_pair
 from prunebook.core import count_params, count_macs, evaluate
-from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic, per_class_subset
+from prunebook.data import mnist, cifar10, holdout_split, cache_dir, synthetic, per_class_subset, preload, TensorLoader
 from prunebook.models import lenet300_100, load_cifar_resnet, cifar_resnet
-from prunebook.data import preload, TensorLoader
 from prunebook.pqi import three_phases
 from prunebook.sap import sap_prune, one_shot_prune, SAPResult
 
