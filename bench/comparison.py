@@ -23,7 +23,7 @@ TASKS = {'resnet20': lambda a: cifar_task(20, n_val=a.n_val, n_train=a.n_train, 
 DENSE = {'ResNet-20 / CIFAR-10': (lambda: load_cifar_resnet(20), (1, 3, 32, 32)),      # rows' tasks, to re-read their widths
          'ResNet-56 / CIFAR-10': (lambda: load_cifar_resnet(56), (1, 3, 32, 32)),
          'LeNet-5 / MNIST': (lambda: trained_lenet('lenet5', progress=False), (1, 1, 28, 28))}
-SMOKE = dict(tasks=['synthetic'], targets=[0.5], methods=['l1', 'random', 'dfpc'], rules=['uniform', 'normalized'],
+SMOKE = dict(tasks=['synthetic'], targets=[0.5], methods=['l1', 'random', 'dfpc'], rules=['uniform', 'internal', 'normalized'],
              ft_iters=4, tpp_iters=2, latency_reps=2, choose_iters=2)
 
 def parse():
@@ -31,7 +31,7 @@ def parse():
     p.add_argument('--tasks', nargs='+', default=['resnet20', 'lenet5'], choices=list(TASKS))
     p.add_argument('--targets', nargs='+', type=float, default=[0.5, 0.7, 0.3], help='fractions of the MACs kept, in this order')
     p.add_argument('--methods', nargs='+', default=list(METHODS), help='keys of compare.METHODS, or name:rule')
-    p.add_argument('--rules', nargs='+', default=['uniform', 'normalized', 'cost', 'global'],
+    p.add_argument('--rules', nargs='+', default=['uniform', 'internal', 'normalized', 'cost', 'global'],
                    help=f'allocation rules tried for {", ".join(SEED_METHODS)} (chosen on val)')
     p.add_argument('--ft-iters', type=int, default=300, help='the common training budget per row, in iterations')
     p.add_argument('--choose-iters', type=int, default=30, help="training iterations per candidate rule before it is judged on 'val'")
@@ -64,8 +64,8 @@ def main():
     done = cached.get('rows', []) if same == {k: config[k] for k in same} else []
     if cached and not done: print(f'{partial}: another configuration, starting afresh')
     rows, t0 = list(done), time.perf_counter()
-    def save(row):
-        rows.append(row)
+    def save(row):                         # a new row, or an updated one (its choice extended) replacing its cached self
+        rows[:] = [r for r in rows if (r['task'], r['method'], r['target']) != (row['task'], row['method'], row['target'])] + [row]
         partial.write_text(json.dumps(dict(config=config, rows=rows), indent=1, default=str))
     for name in ([] if args.report else args.tasks):
         task = TASKS[name](args)

@@ -16,7 +16,7 @@ from .surgery import choose_channels
 __all__ = ['ALLOCATIONS', 'floor', 'normalize', 'SizeModel', 'allocate', 'widths', 'removed_per_group']
 
 # %% ../nbs/05_allocation.ipynb #85b7ca50
-ALLOCATIONS = ('uniform', 'global', 'normalized', 'rank', 'cost')
+ALLOCATIONS = ('uniform', 'internal', 'global', 'normalized', 'rank', 'cost')
 
 def floor(n: int, # channels of the group
           min_fraction: float = 0.1, # keep at least this fraction of the group...
@@ -174,7 +174,7 @@ def _global_counts(keys: list[torch.Tensor], total: int, caps: list[int]) -> tup
 # %% ../nbs/05_allocation.ipynb #447174a9
 def allocate(groups: Sequence[ChannelGroup], # from `channel_groups`
              scores: Mapping, # {group (or its index): per-channel scores, higher = more important}; groups absent are kept whole
-             amount: float, # fraction of the scored channels to remove, in [0, 1) ('uniform': of each group)
+             amount: float, # fraction of the scored channels to remove, in [0, 1) ('uniform', 'internal': of each group)
              rule: str = 'normalized', # one of `ALLOCATIONS`: how many channels each group loses
              min_fraction: float = 0.1, # every group keeps at least this fraction of its channels...
              min_channels: int = 1, # ...and at least this many
@@ -185,9 +185,10 @@ def allocate(groups: Sequence[ChannelGroup], # from `channel_groups`
     if rule not in ALLOCATIONS: raise ValueError(f'allocate: rule={rule!r}, expected one of {", ".join(ALLOCATIONS)}')
     if not 0 <= amount < 1: raise ValueError(f'allocate: amount={amount} must lie in [0, 1)')
     items = _scored(groups, scores)
+    if rule == 'internal': items = [(g, s) for g, s in items if len(g.producers) == 1]   # coupled groups kept whole
     if not items: return {}
     caps = [len(g) - floor(len(g), min_fraction, min_channels) for g, _ in items]
-    if rule == 'uniform': wanted = [round(amount * len(g)) for g, _ in items]; counts = [min(w, c) for w, c in zip(wanted, caps)]
+    if rule in ('uniform', 'internal'): wanted = [round(amount * len(g)) for g, _ in items]; counts = [min(w, c) for w, c in zip(wanted, caps)]
     else: counts, wanted = _global_counts(_keys(items, rule, norm, metric), round(amount * sum(len(g) for g, _ in items)), caps)
     below = [f'{g.idx} ({len(g) - w} of {len(g)} left)' for (g, _), w, c in zip(items, wanted, caps) if w > c]
     if below: warnings.warn(f"allocate: rule {rule!r} would cut channel groups {', '.join(below)} below the floor "

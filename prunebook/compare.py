@@ -5,7 +5,7 @@
 # %% ../nbs/90_comparison.ipynb #6dfac4f4
 from __future__ import annotations
 import copy, dataclasses, time, warnings
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from torch.utils.data import Subset
@@ -200,7 +200,7 @@ def _tpp_phases(tpp_iters: int) -> dict:
 def _tpp(task, target, tpp_iters: int = 200, **kw):
     ratio = bisect(lambda r: remove_channels(task.model, task.groups, l1_drop(task.groups, r)), target, hi=0.99, tol=0.01,
                    iters=12, key=task.macs_ratio)[0]
-    return tpp_prune(task.model, task.train_loader, ratio, example_inputs=task.example_inputs, reg_lr=1e-2, ft_epochs=0,
+    return tpp_prune(task.model, task.train_loader, ratio, example_inputs=task.example_inputs, ft_epochs=0,  # the paper's reg_lr
                      progress=False, device=kw.get('device'), **_tpp_phases(tpp_iters))
 
 def _tp(importance):
@@ -240,7 +240,7 @@ def _tpp_on(task: Task, drop: dict, tpp_iters: int = 200, device=None) -> nn.Mod
     drop = {groups[g.idx]: d for g, d in drop.items()}
     ph = _tpp_phases(tpp_iters)
     reg = TPPRegularizer.from_groups(work, groups, drop, delta=10 / ph['ramp_iters'], interval=10)
-    tpp_regularize(work, task.train_loader, reg, ph['stabilize_iters'], ph['zero_out_every'], lr=1e-2, device=device, progress=False)
+    tpp_regularize(work, task.train_loader, reg, ph['stabilize_iters'], ph['zero_out_every'], device=device, progress=False)
     return remove_channels(work.cpu(), groups, drop)
 
 def _prune_allocated(method: str, rule: str, task: Task, target: float, tpp_iters: int = 200, device=None) -> nn.Module:
@@ -321,18 +321,24 @@ def measure(task: Task, # the network and data
 def choose_rule(method: str, # a key of `SCORES`
                 task: Task, # the network and data
                 target: float, # fraction of the MACs to keep
-                rules: Sequence[str] = ('uniform', 'normalized', 'cost', 'global'), # the allocations tried
+                rules: Sequence[str] = ('uniform', 'internal', 'normalized', 'cost', 'global'), # the allocations tried
                 iters: int = 0, # fine-tuning iterations each candidate gets before its 'val' accuracy (0: judged as pruned)
                 device=None, # where to fine-tune and evaluate
+                known: Mapping[str, float] | None = None, # {rule: 'val' accuracy} judged before (a resumed run): not judged again
                ) -> tuple[str, dict]:
     "The rule under which `method`'s scores reach the best 'val' accuracy at `target` after `iters` training iterations (rules missing the MACs target by over 2% only if all do), and every rule's."
-    dev, drops = default_device(device), {rule: allocated_drop(method, task, target, rule) for rule in rules}
+    dev, drops, known = default_device(device), {rule: allocated_drop(method, task, target, rule) for rule in rules}, dict(known or {})
     reach = {r: abs(task.size.after(d)['macs'] / task.macs - target) <= 0.02 for r, d in drops.items()}
-    def judge(drop):
-        pruned = remove_channels(task.model, task.groups, drop)
+    same = lambda d, e: d.keys() == e.keys() and all(torch.equal(d[g], e[g]) for g in d)
+    def judge(rule):
+        twin = next((r for r in known if r in drops and r != rule and same(drops[r], drops[rule])), None)
+        if twin: return known[twin]      # the same channels as a rule judged already (e.g. 'internal' on a network without coupled groups)
+        pruned = remove_channels(task.model, task.groups, drops[rule])
         if iters: finetune(pruned, task.train, task.protocol, dev, progress=False, iters=iters)
         return _val_accuracy(task, pruned.eval(), dev)
-    acc = {r: judge(d) for r, d in drops.items() if reach[r] or not any(reach.values())}
+    for r in rules:
+        if r not in known and (reach[r] or not any(reach.values())): known[r] = judge(r)
+    acc = {r: known[r] for r in rules if r in known}
     return max(acc, key=acc.get), acc
 
 # %% ../nbs/90_comparison.ipynb #be48b3bf
@@ -341,9 +347,9 @@ SEED_METHODS = ('tvs', 'dfpc', 'pfp', 'sap', 'tpp')   # the methods whose scores
 def compare(task: Task, # the network and data
             methods: Sequence[str] = tuple(METHODS), # faithful methods (keys of `METHODS`) and/or explicit 'name:rule'
             targets: Sequence[float] = (0.5,), # fractions of MACs kept
-            rules: Sequence[str] = ('uniform', 'normalized', 'cost', 'global'), # allocations tried for methods with scores ([]: none)
-            done: Sequence[dict] = (), # rows measured before (a resumed run): not measured again
-            save: Callable[[dict], None] | None = None, # called with every new row (to cache it)
+            rules: Sequence[str] = ('uniform', 'internal', 'normalized', 'cost', 'global'), # allocations tried for methods with scores ([]: none)
+            done: Sequence[dict] = (), # rows measured before (a resumed run): not measured again; a choice among fewer rules is extended
+            save: Callable[[dict], None] | None = None, # called with every new or updated row (to cache it)
             progress: bool = True, # print one line per row
             choose_iters: int = 0, # training iterations per candidate rule before it is judged on 'val' (`choose_rule`)
             **kwargs, # `measure` options: ft_iters, tpp_iters, latency_reps, device
@@ -364,9 +370,16 @@ def compare(task: Task, # the network and data
         for method in methods:
             if (method, target) not in have: add(measure(task, method, target, **kwargs))
             if method not in SEED_METHODS or not rules: continue
-            if any(r['method'].startswith(method + ':') and r['target'] == target for r in rows): continue
-            best, acc = choose_rule(method, task, target, rules, choose_iters, kwargs.get('device'))
-            add({**measure(task, f'{method}:{best}', target, **kwargs), 'choice': acc})
+            chosen = [r for r in rows if r['method'].startswith(method + ':') and r['target'] == target and 'choice' in r]
+            known = chosen[0]['choice'] if chosen else {}
+            if chosen and set(rules) <= set(chosen[0].get('rules', known)): continue
+            best, acc = choose_rule(method, task, target, rules, choose_iters, kwargs.get('device'), known)
+            for r in chosen: r['chosen_before'] = r.pop('choice')   # chosen among fewer rules: now one measured variant
+            row = next((r for r in rows if r['method'] == f'{method}:{best}' and r['target'] == target), None)
+            if row is None: add({**measure(task, f'{method}:{best}', target, **kwargs), 'choice': acc, 'rules': list(rules)})
+            else: row.pop('chosen_before', None); row.update(choice=acc, rules=list(rules))
+            for r in chosen + [row] * (row is not None and row not in chosen):
+                if save: save(r)
     return rows
 
 def format_row(r: dict # a row of `compare`
