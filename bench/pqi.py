@@ -90,6 +90,26 @@ def save(data: dict):
 
 def pct(v): return '' if v is None else f'{100 * v:.2f}'
 
+# The paper's CIFAR-10 ResNet18 curves (global scope, T = 15; README figure, read off by eye: notes/pqi-sap.md, section 6):
+# remaining weights (%) after rounds 1, 2, ...; test accuracy about 94.5-95% for SAP (0.5, 1) and LT throughout
+PAPER_CIFAR = {'SAP (0.5, 1)': [70, 50, 37, 28, 22], 'SAP (1, 2)': [30, 12, 5], 'LT 20%': [100 * 0.8 ** t for t in range(1, 7)]}
+
+def paper_beside(runs: dict) -> list[str]:
+    "Markdown: the paper's remaining weights per round beside ours (ResNet-20 here), for the runs both have."
+    labels = [k for k in PAPER_CIFAR if k in runs]
+    if not labels: return []
+    n = max(len(runs[k]['history']) for k in labels)
+    md = ['', "### The paper beside us (remaining weights %, paper / ours; ours' test accuracy in brackets)", '',
+          "Paper: ResNet18 (11.2M weights, dense about 95%), 200 epochs per round from the initialization, figure readings; "
+          "ours: ResNet-20 (0.27M weights), the budget above. The paper keeps about 94.5-95% for SAP (0.5, 1) and LT through "
+          "round 15 and about 90% for SAP (1, 2) at round 6.", '',
+          '| round | ' + ' | '.join(labels) + ' |', '|---' * (1 + len(labels)) + '|']
+    for t in range(1, n):
+        cell = lambda k: (f"{PAPER_CIFAR[k][t - 1]:.0f}" if t <= len(PAPER_CIFAR[k]) else '-') + ' / ' + (
+            f"{pct(runs[k]['history'][t]['density'])} ({pct(runs[k]['history'][t]['test_acc'])})" if t < len(runs[k]['history']) else '-')
+        md.append(f'| {t} | ' + ' | '.join(cell(k) for k in labels) + ' |')
+    return md
+
 def markdown(data: dict) -> str:
     md = ['# SAP (PQ Index) reproduction', '',
           'Sparsity-informed Adaptive Pruning against the lottery-ticket schedule (20% of the survivors per round) and one-shot '
@@ -110,6 +130,7 @@ def markdown(data: dict) -> str:
         for g in d.get('goals', []):
             md += ['', f"Goal (SAP below LT's density within {100 * TOL:.1f} point, in no more rounds): **{'met' if g['met'] else 'not met'}** for "
                    f"{g['sap']}: {pct(g['sap_density'])}% at round {g['sap_round']} vs LT {pct(g['lt_density'])}% at round {g['lt_round']}."]
+        if part == 'cifar': md += paper_beside(d['runs'])
         for label, run in d['runs'].items():
             h = run['history']
             if len(h) < 2: continue
