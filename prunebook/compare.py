@@ -26,7 +26,7 @@ from .tpp import TPPRegularizer, l1_drop, tpp_prune, tpp_regularize, tpp_scores
 __all__ = ['SCORES', 'METHODS', 'SEED_METHODS', 'Task', 'cifar_task', 'mnist_task', 'synthetic_task', 'tp_prune',
            'residual_safe_ignored', 'method_scores', 'allocated_drop', 'prune_to', 'speedup', 'coupled_removed',
            'layer_widths', 'measure', 'choose_rule', 'compare', 'format_row', 'comparison_table', 'best_variants',
-           'below_random', 'plot_comparison', 'comparison_explorer']
+           'below_random', 'summary_table', 'plot_comparison', 'comparison_explorer']
 
 # %% ../nbs/90_comparison.ipynb #3a60a537
 class Task:
@@ -425,6 +425,25 @@ def below_random(rows: Sequence[dict], # rows of `compare`
     best = best_variants(rows, key)
     return [f"{t} at {g:.2f}: {m} {r[key]:.2%} < random {best[(t, g, 'random')][key]:.2%}"
             for (t, g, m), r in best.items() if (t, g, 'random') in best and r[key] < best[(t, g, 'random')][key] - margin]
+
+# %% ../nbs/90_comparison.ipynb #5b7e2c02
+def summary_table(rows: Sequence[dict], # rows of `compare`, any number of tasks
+                  key: str = 'accuracy_ft', # the column shown (as a percentage)
+                 ) -> str:
+    "Markdown, a line per (task, target) and a column per method: `key` as published / under the rule chosen on 'val' (rule) / best row."
+    tasks = list(dict.fromkeys(r['task'] for r in rows))
+    levels = sorted({(r['task'], r['target']) for r in rows if r['method'] != 'dense'}, key=lambda l: (tasks.index(l[0]), -l[1]))
+    names = list(dict.fromkeys(r['method'].partition(':')[0] for r in rows if r['method'] != 'dense'))
+    best, pct = best_variants(rows, key), lambda r: '-' if r is None or r.get(key) is None else f"{100 * r[key]:.2f}"
+    def cell(level, m):
+        at = [r for r in rows if (r['task'], r['target']) == level and r['method'].partition(':')[0] == m]
+        own = next((r for r in at if r['method'] == m), None)
+        chosen = next((r for r in at if 'choice' in r), None)
+        if not at: return ''
+        if chosen is None: return pct(own)
+        return f"{pct(own)} / {pct(chosen)} ({chosen['method'].partition(':')[2]}) / {pct(best.get((*level, m)))}"
+    head = ['| task | MACs | ' + ' | '.join(names) + ' |', '|---|---|' + '---|' * len(names)]
+    return '\n'.join(head + [f"| {t} | {g:.0%} | " + ' | '.join(cell((t, g), m) for m in names) + ' |' for t, g in levels])
 
 # %% ../nbs/90_comparison.ipynb #0f63b751
 def plot_comparison(rows: Sequence[dict], # rows of `compare`
