@@ -13,8 +13,8 @@ from common import bench_args, results_dir, write_results
 import torch
 from prunebook.graph import channel_groups
 from prunebook.models import load_cifar_resnet, trained_lenet
-from prunebook.compare import (METHODS, SEED_METHODS, below_random, cifar_task, compare, comparison_table, coupled_removed,
-                               layer_widths, mnist_task, plot_comparison, synthetic_task)
+from prunebook.compare import METHODS, SEED_METHODS, cifar_task, compare, coupled_removed, layer_widths, mnist_task, synthetic_task
+from prunebook.report import below_random, comparison_table, plot_comparison
 
 TASKS = {'resnet20': lambda a: cifar_task(20, n_val=a.n_val, n_train=a.n_train, n_test=a.n_test),
          'resnet56': lambda a: cifar_task(56, n_val=a.n_val, n_train=a.n_train, n_test=a.n_test),

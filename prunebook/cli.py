@@ -16,7 +16,8 @@ from .models import cifar_resnet, train, finetune
 from .surgery import prune_uniform, save_pruned
 from .dfpc import dfpc_prune
 from .allocation import ALLOCATIONS
-from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare, comparison_table
+from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare
+from .report import comparison_table
 
 # %% auto #0
 __all__ = ['DEMO_CHECKPOINT', 'NEXT_STEPS', 'CLI_METHODS', 'MODELS', 'DATASETS', 'BENCH_TASKS', 'measure', 'format_table',

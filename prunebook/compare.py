@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy, dataclasses, time, warnings
 from typing import Callable, Iterable, Mapping, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
-import matplotlib.pyplot as plt
 from torch.utils.data import Subset
 from fastcore.basics import store_attr
 from .core import count_macs, count_params, default_device, evaluate, latency_ratio, bisect
@@ -25,8 +24,7 @@ from .tpp import TPPRegularizer, l1_drop, tpp_prune, tpp_regularize, tpp_scores
 # %% auto #0
 __all__ = ['SCORES', 'METHODS', 'SEED_METHODS', 'Task', 'cifar_task', 'mnist_task', 'synthetic_task', 'tp_prune',
            'residual_safe_ignored', 'method_scores', 'allocated_drop', 'prune_to', 'speedup', 'coupled_removed',
-           'layer_widths', 'measure', 'choose_rule', 'compare', 'format_row', 'comparison_table', 'best_variants',
-           'below_random', 'summary_table', 'plot_comparison', 'comparison_explorer']
+           'layer_widths', 'measure', 'choose_rule', 'compare', 'format_row']
 
 # %% ../nbs/90_comparison.ipynb #3a60a537
 class Task:
@@ -389,88 +387,3 @@ def format_row(r: dict # a row of `compare`
     return (f"{r['method']:>16} t={r['target']:.2f}  MACs {r['macs_ratio']:.3f}  params {r['params_ratio']:.3f}  "
             f"val {r['val_accuracy']:7.2%}  test {r['accuracy']:7.2%}  +FT {ft} ({r['train_iters']} it)  "
             f"CPU x{r['speedup_cpu']:.2f}  {r['seconds']:6.1f}s")
-
-# %% ../nbs/90_comparison.ipynb #d5d6b6e7
-def comparison_table(rows: Sequence[dict] # rows of `compare`, any number of tasks
-                    ) -> str:
-    "A markdown table of `rows`, one section per task: accuracy (val and test as pruned, test fine-tuned), size, speed, training."
-    out = []
-    for task in dict.fromkeys(r['task'] for r in rows):
-        out += [f'### {task}', '', '| method | target MACs | MACs | params | val | test | + fine-tune | training iterations '
-                '| coupled channels removed | CPU speedup | pruning time (s) |', '|---|---|---|---|---|---|---|---|---|---|---|']
-        for r in sorted((r for r in rows if r['task'] == task), key=lambda r: (-r['target'], r['method'])):
-            ft = f"{r['accuracy_ft']:.2%}" if r.get('accuracy_ft') is not None else '-'
-            out.append(f"| {r['method']} | {r['target']:.2f} | {r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | "
-                       f"{r['val_accuracy']:.2%} | {r['accuracy']:.2%} | {ft} | {r['train_iters']} | {r['coupled_removed']} | "
-                       f"{r['speedup_cpu']:.2f}x | {r['seconds']:.1f} |")
-        out.append('')
-    return '\n'.join(out)
-
-def best_variants(rows: Sequence[dict], # rows of `compare`
-                  key: str = 'accuracy_ft', # the column compared
-                 ) -> dict:
-    "{(task, target, method): the best row among the method's own (`name`) and its allocated variants (`name:rule`)}."
-    best = {}
-    for r in rows:
-        if r['method'] == 'dense' or r.get(key) is None: continue
-        k = (r['task'], r['target'], r['method'].partition(':')[0])
-        if k not in best or r[key] > best[k][key]: best[k] = r
-    return best
-
-def below_random(rows: Sequence[dict], # rows of `compare`
-                 margin: float = 0.01, # how far below random a best variant may lie (a fraction: 0.01 is one point)
-                 key: str = 'accuracy_ft', # the column compared
-                ) -> list[str]:
-    "The methods whose best variant lies more than `margin` below random pruning at some task and target, one line each."
-    best = best_variants(rows, key)
-    return [f"{t} at {g:.2f}: {m} {r[key]:.2%} < random {best[(t, g, 'random')][key]:.2%}"
-            for (t, g, m), r in best.items() if (t, g, 'random') in best and r[key] < best[(t, g, 'random')][key] - margin]
-
-# %% ../nbs/90_comparison.ipynb #5b7e2c02
-def summary_table(rows: Sequence[dict], # rows of `compare`, any number of tasks
-                  key: str = 'accuracy_ft', # the column shown (as a percentage)
-                 ) -> str:
-    "Markdown, a line per (task, target) and a column per method: `key` as published / under the rule chosen on 'val' (rule) / best row."
-    tasks = list(dict.fromkeys(r['task'] for r in rows))
-    levels = sorted({(r['task'], r['target']) for r in rows if r['method'] != 'dense'}, key=lambda l: (tasks.index(l[0]), -l[1]))
-    names = list(dict.fromkeys(r['method'].partition(':')[0] for r in rows if r['method'] != 'dense'))
-    best, pct = best_variants(rows, key), lambda r: '-' if r is None or r.get(key) is None else f"{100 * r[key]:.2f}"
-    def cell(level, m):
-        at = [r for r in rows if (r['task'], r['target']) == level and r['method'].partition(':')[0] == m]
-        own = next((r for r in at if r['method'] == m), None)
-        chosen = next((r for r in at if 'choice' in r), None)
-        if not at: return ''
-        if chosen is None: return pct(own)
-        return f"{pct(own)} / {pct(chosen)} ({chosen['method'].partition(':')[2]}) / {pct(best.get((*level, m)))}"
-    head = ['| task | MACs | ' + ' | '.join(names) + ' |', '|---|---|' + '---|' * len(names)]
-    return '\n'.join(head + [f"| {t} | {g:.0%} | " + ' | '.join(cell((t, g), m) for m in names) + ' |' for t, g in levels])
-
-# %% ../nbs/90_comparison.ipynb #0f63b751
-def plot_comparison(rows: Sequence[dict], # rows of `compare`
-                    task: str | None = None, # which task (default: the first)
-                    axes=None, # two matplotlib axes (default: a new figure)
-                   ):
-    "Test accuracy against the MACs reached, one line per method row label: as pruned (left) and after the fine-tune (right)."
-    task = task or rows[0]['task']
-    rs = [r for r in rows if r['task'] == task]
-    if axes is None: axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)[1]
-    dense = next(r for r in rs if r['method'] == 'dense')
-    for ax, key, title in zip(axes, ('accuracy', 'accuracy_ft'), ('as pruned', 'after the fine-tune')):
-        for i, method in enumerate(dict.fromkeys(r['method'].partition(':')[0] for r in rs if r['method'] != 'dense')):
-            for variant, ls in ((False, '-'), (True, '--')):
-                pts = sorted((r['macs_ratio'], 100 * r[key]) for r in rs if r.get(key) is not None
-                             and r['method'].partition(':')[0] == method and (':' in r['method']) == variant)
-                if pts: ax.plot(*zip(*pts), ls=ls, marker='o', color=f'C{i % 10}', label=method + (' (best rule)' if variant else ''))
-        ax.axhline(100 * dense['accuracy'], color='k', ls=':', label='dense')
-        ax.set(xlabel='MACs relative to dense', title=f'{task}: {title}'); ax.grid(alpha=0.3)
-    axes[0].set_ylabel('test accuracy (%)'); axes[-1].legend(fontsize=6, ncol=2)
-    return axes
-
-def comparison_explorer(rows: Sequence[dict] # rows of `compare` with several targets
-                       ):
-    "An ipywidgets slider over the targets of `rows` showing every method's row at that target (static table without ipywidgets)."
-    targets = sorted({r['target'] for r in rows if r['method'] != 'dense'})
-    show = lambda t: print(comparison_table([r for r in rows if r['method'] == 'dense' or r['target'] == t]))
-    try: import ipywidgets as W
-    except ImportError: return show(targets[0])
-    return W.interact(show, t=W.SelectionSlider(options=targets, value=targets[0], description='MACs kept'))
