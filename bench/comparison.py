@@ -13,7 +13,7 @@ from common import bench_args, results_dir, write_results
 import torch
 from prunebook.graph import channel_groups
 from prunebook.models import load_cifar_resnet, trained_lenet
-from prunebook.compare import METHODS, SEED_METHODS, cifar_task, compare, coupled_removed, layer_widths, mnist_task, synthetic_task
+from prunebook.compare import METHODS, RULES, SEED_METHODS, cifar_task, compare, coupled_removed, layer_widths, mnist_task, synthetic_task
 from prunebook.report import below_random, comparison_table, plot_comparison
 
 TASKS = {'resnet20': lambda a: cifar_task(20, n_val=a.n_val, n_train=a.n_train, n_test=a.n_test),
@@ -31,7 +31,7 @@ def parse():
     p.add_argument('--tasks', nargs='+', default=['resnet20', 'lenet5'], choices=list(TASKS))
     p.add_argument('--targets', nargs='+', type=float, default=[0.5, 0.7, 0.3], help='fractions of the MACs kept, in this order')
     p.add_argument('--methods', nargs='+', default=list(METHODS), help='keys of compare.METHODS, or name:rule')
-    p.add_argument('--rules', nargs='+', default=['uniform', 'internal', 'normalized', 'cost', 'global'],
+    p.add_argument('--rules', nargs='+', default=list(RULES),
                    help=f'allocation rules tried for {", ".join(SEED_METHODS)} (chosen on val)')
     p.add_argument('--ft-iters', type=int, default=300, help='the common training budget per row, in iterations')
     p.add_argument('--choose-iters', type=int, default=30, help="training iterations per candidate rule before it is judged on 'val'")

@@ -16,7 +16,7 @@ from .models import cifar_resnet, train, finetune
 from .surgery import prune_uniform, save_pruned
 from .dfpc import dfpc_prune
 from .allocation import ALLOCATIONS
-from .compare import METHODS, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare
+from .compare import METHODS, RULES, Task, cifar_task, mnist_task, synthetic_task, prune_to, compare
 from .report import comparison_table
 
 # %% auto #0
@@ -304,7 +304,7 @@ def bench_command(tasks: Sequence[str], # keys of `BENCH_TASKS`
     for name in tasks:
         try: task = BENCH_TASKS[name](2000 if quick else None)
         except NotDownloadedError as e: raise CLIError(f'--tasks {name}: {e}')
-        rows += compare(task, methods, (0.5,) if quick else targets, rules=() if quick else ('uniform', 'normalized', 'cost', 'global'),
+        rows += compare(task, methods, (0.5,) if quick else targets, rules=() if quick else RULES,
                         ft_iters=ft_iters)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     (out/'comparison.json').write_text(json.dumps(rows, indent=1, default=str))

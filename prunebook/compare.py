@@ -22,7 +22,7 @@ from .sap import sap_scores, structured_drop
 from .tpp import TPPRegularizer, l1_drop, tpp_prune, tpp_regularize, tpp_scores
 
 # %% auto #0
-__all__ = ['SCORES', 'METHODS', 'SEED_METHODS', 'Task', 'cifar_task', 'mnist_task', 'synthetic_task', 'tp_prune',
+__all__ = ['SCORES', 'METHODS', 'RULES', 'SEED_METHODS', 'Task', 'cifar_task', 'mnist_task', 'synthetic_task', 'tp_prune',
            'residual_safe_ignored', 'method_scores', 'allocated_drop', 'prune_to', 'speedup', 'coupled_removed',
            'layer_widths', 'measure', 'choose_rule', 'compare', 'format_row']
 
@@ -316,10 +316,12 @@ def measure(task: Task, # the network and data
         row.update(accuracy_ft=evaluate(pruned.eval(), task.test_loader, dev), train_iters=ft_iters)
     return row
 
+RULES = ('uniform', 'internal', 'normalized', 'cost', 'global')   # the allocation rules a seed method's scores are tried under
+
 def choose_rule(method: str, # a key of `SCORES`
                 task: Task, # the network and data
                 target: float, # fraction of the MACs to keep
-                rules: Sequence[str] = ('uniform', 'internal', 'normalized', 'cost', 'global'), # the allocations tried
+                rules: Sequence[str] = RULES, # the allocations tried
                 iters: int = 0, # fine-tuning iterations each candidate gets before its 'val' accuracy (0: judged as pruned)
                 device=None, # where to fine-tune and evaluate
                 known: Mapping[str, float] | None = None, # {rule: 'val' accuracy} judged before (a resumed run): not judged again
@@ -345,7 +347,7 @@ SEED_METHODS = ('tvs', 'dfpc', 'pfp', 'sap', 'tpp')   # the methods whose scores
 def compare(task: Task, # the network and data
             methods: Sequence[str] = tuple(METHODS), # faithful methods (keys of `METHODS`) and/or explicit 'name:rule'
             targets: Sequence[float] = (0.5,), # fractions of MACs kept
-            rules: Sequence[str] = ('uniform', 'internal', 'normalized', 'cost', 'global'), # allocations tried for methods with scores ([]: none)
+            rules: Sequence[str] = RULES, # allocations tried for methods with scores ([]: none)
             done: Sequence[dict] = (), # rows measured before (a resumed run): not measured again; a choice among fewer rules is extended
             save: Callable[[dict], None] | None = None, # called with every new or updated row (to cache it)
             progress: bool = True, # print one line per row
