@@ -185,7 +185,7 @@ def allocate(groups: Sequence[ChannelGroup], # from `channel_groups`
     if rule not in ALLOCATIONS: raise ValueError(f'allocate: rule={rule!r}, expected one of {", ".join(ALLOCATIONS)}')
     if not 0 <= amount < 1: raise ValueError(f'allocate: amount={amount} must lie in [0, 1)')
     items = _scored(groups, scores)
-    if rule == 'internal': items = [(g, s) for g, s in items if len(g.producers) == 1]   # coupled groups kept whole
+    if rule == 'internal': items = [(g, s) for g, s in items if not g.coupled]   # coupled groups kept whole
     if not items: return {}
     caps = [len(g) - floor(len(g), min_fraction, min_channels) for g, _ in items]
     if rule in ('uniform', 'internal'): wanted = [round(amount * len(g)) for g, _ in items]; counts = [min(w, c) for w, c in zip(wanted, caps)]

@@ -278,7 +278,7 @@ def coupled_removed(groups: Sequence, # the dense network's channel groups
                     after: dict[str, int], # `layer_widths` of a pruned copy
                    ) -> int:
     "Channels removed from the coupled groups (several producers: the residual streams), read off the layer widths."
-    return sum(k for g, k in removed_per_group(groups, before, after).items() if len(g.producers) > 1)
+    return sum(k for g, k in removed_per_group(groups, before, after).items() if g.coupled)
 
 def layer_widths(model: nn.Module # a network
                 ) -> dict[str, int]:

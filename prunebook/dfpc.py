@@ -216,7 +216,7 @@ def dfpc_scores(model: nn.Module, # the network; not modified
 def is_coupled(group: ChannelGroup, # a channel group from `channel_groups`
               ) -> bool:
     "Whether `group` couples layers: more than one producer or more than one consumer (DFPC's coupled channels)."
-    return len(group.producers) > 1 or len(group.consumers) > 1
+    return group.coupled or len(group.consumers) > 1
 
 def removal_order(scores: Mapping[ChannelGroup, torch.Tensor], # {group: per-channel scores}, from `dfpc_scores`
                   prune_coupled: bool = True, # False: only groups with one producer and one consumer (the paper's ablation)

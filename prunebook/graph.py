@@ -248,6 +248,11 @@ class ChannelGroup:
         "Whether channels of this group can be removed (else `reason` says why not)."
         return self.reason is None
 
+    @property
+    def coupled(self) -> bool:
+        "Whether several layers produce these channels (a residual stream: an addition ties their outputs together)."
+        return len(self.producers) > 1
+
     def positions(self, name: str, role: str = 'out') -> list[list[int]]:
         "For each channel of the group, its positions among the channels (or features) of module `name` in `role`."
         return self.sites[(name, role)]

@@ -215,7 +215,7 @@ def from_groups(cls: TPPRegularizer, model: nn.Module, groups: Sequence[ChannelG
 # %% ../nbs/50_tpp.ipynb #78f67ac9
 def _single_producer(g: ChannelGroup) -> bool:
     "The groups TPP prunes by default: prunable, with one producer (not on a residual stream)."
-    return g.prunable and len(g.producers) == 1
+    return g.prunable and not g.coupled
 
 def _selected(groups: Sequence[ChannelGroup], layers, who: str) -> list[ChannelGroup]:
     "The groups `layers` selects (producer names, a predicate on groups, or None: single-producer groups), all prunable."

@@ -40,7 +40,7 @@ def select_groups(groups: Sequence[ChannelGroup], # from `channel_groups`
     if which not in ('all', 'single'): raise ValueError(f"groups={which!r}: expected 'all' or 'single'")
     model = groups[0].graph.model if groups else None
     ok = lambda g: g.prunable and all(isinstance(model.get_submodule(p), layer_types) for p in g.producers) \
-                   and (which == 'all' or len(g.producers) == 1)
+                   and (which == 'all' or not g.coupled)
     return [g for g in groups if ok(g)]
 
 def collect_stats(model: nn.Module, # the network (left in its mode, on its device)
