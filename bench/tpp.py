@@ -15,7 +15,9 @@ is reported); the 10,000 test images are only used for the reported accuracies.
 Run: python bench/tpp.py [--ratios 0.9 0.7 0.5] [--ramp 240] [--stabilize 60] [--ft-epochs 4]
      python bench/tpp.py --smoke   (a random ResNet-8 on 20 synthetic images per split, a few steps of everything)
 Resumable: every finished piece is kept in PRUNEBOOK_CACHE/tpp-bench/<budget>/ and skipped when the script is run
-again with the same budget (--fresh starts over). bench/results/tpp.{json,md} are rewritten after every piece."""
+again with the same budget (--fresh starts over). bench/results/tpp.{json,md} are rewritten after every piece.
+Ratios can run at once in separate processes (each with its own --ratios; the state file merges their pieces); a last
+run with every ratio, all of it cached, writes the complete results."""
 import copy, json, math, sys, time
 from pathlib import Path
 import torch
@@ -60,8 +62,12 @@ key = '-'.join(f'{k}{v:g}' if isinstance(v, float) else f'{k}{v}' for k, v in bu
 work = (OUT / 'state') if args.smoke else cache_dir() / 'tpp-bench' / key
 work.mkdir(parents=True, exist_ok=True)
 state_file = work / 'state.json'
-state = {} if args.fresh or not state_file.exists() else json.loads(state_file.read_text())
-def save_state(): state_file.write_text(json.dumps(state, indent=1))
+if args.fresh: state_file.unlink(missing_ok=True)
+state = json.loads(state_file.read_text()) if state_file.exists() else {}
+def save_state():
+    "Write the state file, keeping the pieces another process (running other ratios on the same budget) wrote since."
+    if state_file.exists(): state.update({k: v for k, v in json.loads(state_file.read_text()).items() if k not in state})
+    state_file.write_text(json.dumps(state, indent=1))
 
 torch.manual_seed(args.seed)
 cut = lambda ds: torch.utils.data.Subset(ds, range(min(args.limit, len(ds)))) if args.limit else ds
