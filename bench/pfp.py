@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_args, results_dir, write_results, tp_prune, residual_safe_ignored
 from prunebook.core import bisect, count_params, count_macs, evaluate
 from prunebook.data import (cifar10, cifar_transform, holdout_split, dataloader, cache_dir, mnist, synthetic, MNIST_MEAN, MNIST_STD)
-from prunebook.models import load_cifar_resnet, cifar_resnet, train, lenet5, lenet300_100
+from prunebook.models import load_cifar_resnet, cifar_resnet, train, lenet5, lenet300_100, FINETUNE
 from prunebook.surgery import prune_uniform
 from prunebook.pfp import pfp_prune, default_points
 
@@ -180,7 +180,9 @@ def run_cifar(ratios, ft: bool):
                     torch.manual_seed(0)
                     epochs = args.ft_epochs[0] if depth == 20 else args.ft_epochs[1]
                     m.train()
-                    train(m, dataloader(rest_aug, 128, shuffle=True, seed=0), epochs, lr=0.01, weight_decay=5e-4, progress=False, val_loader=held)
+                    P = FINETUNE   # the library's fine-tuning protocol, run for whole epochs
+                    train(m, dataloader(rest_aug, P.batch_size, shuffle=True, seed=P.seed), epochs, lr=P.lr, momentum=P.momentum,
+                          weight_decay=P.weight_decay, schedule=P.schedule, progress=False, val_loader=held)
                     r.update(held_acc_per_epoch=[100 * a for a in m.history.val_acc], ft_seconds=m.history.seconds, ft_epochs=epochs)
                 r['test_acc'] = 100 * evaluate(m.eval(), test)
                 log(depth, pr, name, r)
@@ -224,7 +226,8 @@ def report():
         if not c: continue
         md += ['', f'## {title}', '']
         if part == 'ft': md += [f'Fine-tuning: {args.ft_epochs[0]} epoch(s) for ResNet-20, {args.ft_epochs[1]} for ResNet-56, on the 45,000-image training split (augmented), '
-                                'SGD lr 0.01 cosine, batch 128, weight decay 5e-4. Validation accuracy after each epoch is listed, nothing selected on it.', '']
+                                f'`models.FINETUNE` (SGD lr {FINETUNE.lr:g} {FINETUNE.schedule}, momentum {FINETUNE.momentum:g}, batch {FINETUNE.batch_size}, '
+                                f'weight decay {FINETUNE.weight_decay:g}). Validation accuracy after each epoch is listed, nothing selected on it.', '']
         md += ['| model | target PR | method | params | PR | MACs ratio | test acc | held-out acc per epoch | PFP seconds (sensitivities) |', '|---|---|---|---|---|---|---|---|---|']
         base_c = state.get('cifar', {})
         for depth, st in c.items():
